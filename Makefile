@@ -1,0 +1,22 @@
+# The two commands of the README. Each creates .venv on first use.
+PYTHON ?= python3.11
+VENV := .venv
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test bench
+
+demo: $(STAMP)
+	$(VENV)/bin/farr demo --out out/demo
+
+test: $(STAMP)
+	$(VENV)/bin/pytest -q
+
+bench: $(STAMP)
+	$(VENV)/bin/python benchmarks/simulate_throughput.py
+	$(VENV)/bin/python benchmarks/simulate_realism.py
+
+$(STAMP): pyproject.toml
+	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --upgrade pip
+	$(VENV)/bin/pip install --quiet -e '.[test]'
+	touch $(STAMP)

@@ -1,0 +1,84 @@
+"""The oracle against the process it describes: its risks must match simulated incidence."""
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from farr.simulate.engine import simulate
+from farr.simulate.hazards import build_model, static_log_hazard
+from farr.simulate.oracle import Oracle
+
+LANDMARK, HORIZON = 60.0, 5.0
+
+
+@pytest.fixture(scope="module")
+def cohort():
+    """People followed from birth, uncensored, with their truth at the landmark."""
+    model = build_model()
+    rng = np.random.default_rng(11)
+    n = 30_000
+    male = rng.random(n) < 0.5
+    ethnicity = rng.integers(0, 5, n).astype(np.int8)
+    imd = rng.integers(1, 6, n).astype(np.int8)
+    frailty = rng.standard_normal(n)
+    birth_year = 1950 + rng.random(n) * 10
+    lp = static_log_hazard(model, male, ethnicity, imd, frailty)
+    window = (np.full(n, LANDMARK), np.full(n, LANDMARK + HORIZON))
+    h = simulate(model, lp, birth_year, np.zeros(n), np.full(n, LANDMARK + HORIZON), rng, window=window)
+    columns = {"male": male, "ethnicity": ethnicity, "imd_quintile": imd, "frailty": frailty,
+               "birth_year": birth_year}
+    columns |= {f"onset_{name}": h.onset[:, k] for k, name in enumerate(model.names)
+                if not model.recurrent[k]}
+    return model, pa.table(columns), h
+
+
+def test_oracle_matches_simulated_incidence(cohort):
+    model, truth, h = cohort
+    oracle = Oracle(model)
+    alive = np.flatnonzero(~(h.onset[:, model.death] <= LANDMARK))
+    risks = oracle.risk(truth.take(alive), LANDMARK, [HORIZON], draws=50, seed=3)
+    checked = 0
+    for j, name in enumerate(risks.outcomes):
+        k = model.index(name)
+        p = risks.probability[:, j, 0]
+        at_risk = ~np.isnan(p)
+        if model.recurrent[k]:
+            first = np.full(len(h.onset), np.inf)
+            np.minimum.at(first, h.recurrent_person[h.recurrent_process == k],
+                          h.recurrent_age[h.recurrent_process == k])
+            observed = first[alive] <= LANDMARK + HORIZON
+        else:
+            observed = h.onset[alive, k] <= LANDMARK + HORIZON
+        observed, p = observed[at_risk], p[at_risk]
+        if observed.sum() < 100:
+            continue
+        se = np.sqrt(np.mean(p * (1 - p)) / len(p))
+        assert abs(observed.mean() - p.mean()) < 4 * se + 0.002, name
+        checked += 1
+    assert checked >= 15
+
+
+def test_oracle_discriminates_and_is_calibrated_by_decile(cohort):
+    model, truth, h = cohort
+    alive = np.flatnonzero(~(h.onset[:, model.death] <= LANDMARK))
+    risks = Oracle(model).risk(truth.take(alive), LANDMARK, [HORIZON], draws=50, seed=4)
+    j = risks.outcomes.index("death")
+    p = risks.probability[:, j, 0]
+    observed = h.onset[alive, model.death] <= LANDMARK + HORIZON
+    deciles = np.array_split(np.argsort(p, kind="stable"), 10)
+    predicted = np.array([p[d].mean() for d in deciles])
+    seen = np.array([observed[d].mean() for d in deciles])
+    assert np.all(np.diff(predicted) >= 0)
+    assert np.corrcoef(predicted, seen)[0, 1] > 0.95
+    assert seen[-1] > 3 * seen[0]
+
+
+def test_oracle_knows_only_the_past_and_marks_those_not_at_risk(cohort):
+    model, truth, h = cohort
+    risks = Oracle(model).risk(truth.slice(0, 500), 30.0, [1.0, 10.0], draws=20)
+    had_t2d = h.onset[:500, model.index("type2_diabetes")] <= 30.0
+    j = risks.outcomes.index("type2_diabetes")
+    assert np.isnan(risks.probability[had_t2d, j]).all()
+    assert not np.isnan(risks.probability[~had_t2d & ~(h.onset[:500, model.death] <= 30), j]).any()
+    longer = risks.probability[..., 1] >= risks.probability[..., 0]
+    assert longer[~np.isnan(risks.probability[..., 0])].all()
