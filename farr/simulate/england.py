@@ -27,7 +27,9 @@ FEMALE_SHARE = np.array([0.488, 0.488, 0.488, 0.487, 0.494, 0.503, 0.506, 0.507,
                          0.507, 0.506, 0.510, 0.516, 0.526, 0.540, 0.560, 0.600, 0.690])
 OLDEST_MEAN_EXCESS = 4.0  # mean years lived beyond 90 in the open-ended band
 
-# ONS Census 2021, England: ethnic group shares by broad age (White, Asian, Black, Mixed, Other).
+# ONS Census 2021, England: ethnic group shares (White, Asian, Black, Mixed, Other), all ages
+# and by broad age.
+ETHNICITY_CENSUS_2021 = [0.810, 0.096, 0.042, 0.030, 0.022]
 ETHNICITY_BY_AGE = {  # lower age bound -> shares
     0: [0.72, 0.14, 0.06, 0.06, 0.02],
     18: [0.80, 0.105, 0.045, 0.025, 0.025],

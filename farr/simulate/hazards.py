@@ -14,9 +14,11 @@ discretisation error.
 First-onset outcomes are absorbing (each occurs at most once); recurrent ones (admissions,
 A&E attendances, GP consultations) do not change the state; death ends everything.
 
-Baseline rates are population-average first-onset rates per 1,000 person-years at the given
-ages, interpolated log-linearly. They were calibrated so that simulated incidence and
-prevalence meet the published England figures in `reference.py`.
+Each process states its target: the population-average rate per 1,000 person-years (at risk)
+at given ages, interpolated log-linearly. Comorbidity and frailty selection move realised rates
+away from the baseline, so the baselines used (`baseline.py`) are calibrated to meet those
+targets by `tools/calibrate_hazards.py`. `reference.py` then checks the recorded result against
+published England figures.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from farr.events.schema import ETHNICITIES
+from farr.simulate.baseline import BASELINE
 
 MAX_AGE = 110
 
@@ -34,7 +37,7 @@ MAX_AGE = 110
 @dataclass(frozen=True)
 class Process:
     name: str
-    incidence: dict[int, float]  # age -> rate per 1,000 person-years
+    incidence: dict[int, float]  # target: age -> population rate per 1,000 person-years at risk
     male: float = 0.0  # log hazard ratio, male vs female (applied as ±male/2)
     sexes: str = "FM"
     ethnicity: dict[str, float] = field(default_factory=dict)  # log HR vs White
@@ -180,9 +183,9 @@ class HazardModel:
         return json.dumps(self.spec, indent=1, sort_keys=True)
 
 
-def _log_base(process: Process) -> np.ndarray:
-    ages = np.array(sorted(process.incidence))
-    log_rates = np.log(np.array([process.incidence[a] for a in ages]) / 1000.0)
+def _log_base(knots: dict[int, float]) -> np.ndarray:
+    ages = np.array(sorted(knots))
+    log_rates = np.log(np.array([knots[a] for a in ages]) / 1000.0)
     grid = np.arange(MAX_AGE + 1)
     out = np.interp(grid, ages, log_rates)
     out[grid < ages[0]] = -np.inf  # no onset before the first knot
@@ -191,15 +194,15 @@ def _log_base(process: Process) -> np.ndarray:
 
 def default_spec() -> dict:
     """The model's parameters as JSON-ready data (what `truth/hazards.json` holds)."""
-    return json.loads(json.dumps({"processes": [asdict(p) for p in PROCESSES],
+    return json.loads(json.dumps({"processes": [asdict(p) for p in PROCESSES], "baseline": BASELINE,
                                   "comorbidity": COMORBIDITY, "covid_calendar": COVID_CALENDAR}))
 
 
 def build_model(spec: dict | None = None) -> HazardModel:
     """The array form of `spec` (default: this module's parameters)."""
     spec = default_spec() if spec is None else spec
-    processes = [Process(**{**p, "incidence": {int(a): r for a, r in p["incidence"].items()}})
-                 for p in spec["processes"]]
+    processes = [Process(**{**p, "incidence": _int_keys(p["incidence"])}) for p in spec["processes"]]
+    baseline = {name: _int_keys(knots) for name, knots in spec.get("baseline", {}).items()}
     names = tuple(p.name for p in processes)
     col = {n: i for i, n in enumerate(names)}
     chronic = np.zeros((len(names), len(names)))
@@ -213,7 +216,7 @@ def build_model(spec: dict | None = None) -> HazardModel:
     calendar = np.array([covid[y] for y in range(first_year, max(covid) + 1)])
     return HazardModel(
         names=names,
-        log_base=np.stack([_log_base(p) for p in processes], axis=1),
+        log_base=np.stack([_log_base(baseline.get(p.name, p.incidence)) for p in processes], axis=1),
         male=np.array([p.male for p in processes]),
         female_allowed=np.array(["F" in p.sexes for p in processes]),
         male_allowed=np.array(["M" in p.sexes for p in processes]),
@@ -229,6 +232,10 @@ def build_model(spec: dict | None = None) -> HazardModel:
         covid_era=np.array([p.covid_era for p in processes]),
         spec=spec,
     )
+
+
+def _int_keys(knots: dict) -> dict[int, float]:
+    return {int(age): rate for age, rate in knots.items()}  # JSON keys are strings
 
 
 def static_log_hazard(model: HazardModel, male: np.ndarray, ethnicity: np.ndarray,

@@ -77,7 +77,8 @@ def _draw_entry(rng: np.random.Generator, n: int):
 def _draw_ethnicity(rng: np.random.Generator, age: np.ndarray, region: np.ndarray) -> np.ndarray:
     bounds = np.array(sorted(eng.ETHNICITY_BY_AGE))
     shares = np.array([eng.ETHNICITY_BY_AGE[b] for b in bounds])[np.searchsorted(bounds, age, "right") - 1]
-    odds = np.asarray(eng.REGION_MINORITY_ODDS)[region]
+    odds = np.asarray(eng.REGION_MINORITY_ODDS)
+    odds = (odds / np.average(odds, weights=eng.REGION_MILLIONS))[region]  # keep the national mix
     shares[:, 1:] *= odds[:, None]
     return categorical(rng, shares).astype(np.int8)
 

@@ -1,0 +1,124 @@
+"""Measure a dataset the way an analyst would, and compare it with published England figures."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import polars as pl
+
+from farr.events.io import scan_events, scan_subjects
+from farr.simulate.calendar import DAYS_PER_YEAR
+from farr.simulate.codes import DIAGNOSES
+from farr.simulate.reference import FIGURES, PERIOD, TOLERANCE, Figure
+
+AGE_BAND_YEARS = 5
+
+
+@dataclass(frozen=True)
+class Comparison:
+    figure: Figure
+    simulated: float
+
+    @property
+    def ratio(self) -> float:
+        return self.simulated / self.figure.value
+
+    @property
+    def within_tolerance(self) -> bool:
+        return 1 / TOLERANCE <= self.ratio <= TOLERANCE
+
+
+def _year_start(year: float) -> pl.Expr:
+    return pl.date(int(year), 1, 1)
+
+
+def _subjects(path: Path) -> pl.LazyFrame:
+    return scan_subjects(path).select(
+        "subject_id", "sex", "registration_start", "registration_end",
+        pl.col("year_month_of_birth").str.to_date("%Y-%m").alias("birth"))
+
+
+def first_diagnoses(path: Path) -> pl.LazyFrame:
+    """subject_id, outcome, date of the first recorded code of each simulated disease."""
+    code_to_outcome = {f"SNOMED/{r.snomed}": name for name, r in DIAGNOSES.items()}
+    code_to_outcome |= {f"ICD10/{r.icd10}": name for name, r in DIAGNOSES.items()}
+    return (scan_events(path)
+            .filter(pl.col("code").is_in(list(code_to_outcome)))
+            .with_columns(pl.col("code").replace_strict(code_to_outcome).alias("outcome"))
+            .group_by("subject_id", "outcome").agg(pl.col("time").min().dt.date().alias("date")))
+
+
+def _years(later: pl.Expr, earlier: pl.Expr) -> pl.Expr:
+    return (later - earlier).dt.total_days() / DAYS_PER_YEAR
+
+
+def _person_years(subjects: pl.LazyFrame) -> pl.LazyFrame:
+    """Registered person-time inside PERIOD, by sex."""
+    start = pl.max_horizontal("registration_start", _year_start(PERIOD[0]))
+    end = pl.min_horizontal("registration_end", _year_start(PERIOD[1]))
+    return subjects.select("sex", _years(end, start).clip(0).alias("years"))
+
+
+def measure(path: str | Path) -> list[Comparison]:
+    path = Path(path)
+    subjects = _subjects(path).collect().lazy()
+    first = first_diagnoses(path).join(subjects, on="subject_id").collect().lazy()
+    person_years = _person_years(subjects).collect()
+    return [Comparison(f, _simulated(f, subjects, first, person_years)) for f in FIGURES]
+
+
+def _simulated(f: Figure, subjects: pl.LazyFrame, first: pl.LazyFrame, person_years: pl.DataFrame) -> float:
+    sex = pl.lit(True) if f.sex == "all" else pl.col("sex") == f.sex
+    cases = first.filter((pl.col("outcome") == f.outcome) & sex)
+    in_period = cases.filter(pl.col("date").is_between(_year_start(PERIOD[0]), _year_start(PERIOD[1]),
+                                                       closed="left"))
+    if f.measure == "incidence":
+        years = person_years.filter(sex)["years"].sum()
+        return 1000 * in_period.select(pl.len()).collect().item() / years
+    if f.measure == "share_75_plus":
+        age = _years(pl.col("date"), pl.col("birth"))
+        return 100 * in_period.select((age >= 75).mean()).collect().item()
+    day = _year_start(PERIOD[1])
+    registered = subjects.filter(sex & (pl.col("registration_start") <= day) & (pl.col("registration_end") >= day)
+                                 & (_years(day, pl.col("birth")) >= f.min_age))
+    had = cases.filter(pl.col("date") <= day).select("subject_id")
+    counts = registered.select(pl.len().alias("n"),
+                               pl.col("subject_id").is_in(had.collect()["subject_id"]).sum().alias("had"))
+    n, with_it = counts.collect().row(0)
+    return 100 * with_it / n
+
+
+def incidence_by_age(path: str | Path, outcomes: list[str]) -> pl.DataFrame:
+    """Recorded first-diagnosis rate per 1,000 person-years by 5-year age band, over PERIOD.
+
+    Person-time is split by age band exactly: each registered interval is cut at band edges.
+    """
+    path = Path(path)
+    subjects = _subjects(path)
+    start = pl.max_horizontal("registration_start", _year_start(PERIOD[0]))
+    end = pl.min_horizontal("registration_end", _year_start(PERIOD[1]))
+    spans = subjects.select(_years(start, pl.col("birth")).alias("a0"), _years(end, pl.col("birth")).alias("a1"))
+    bands = pl.LazyFrame({"band": list(range(0, 100, AGE_BAND_YEARS))})
+    exposure = (spans.filter(pl.col("a1") > pl.col("a0")).join(bands, how="cross")
+                .select("band", (pl.min_horizontal("a1", pl.col("band") + AGE_BAND_YEARS)
+                                 - pl.max_horizontal("a0", "band")).clip(0).alias("years"))
+                .group_by("band").agg(pl.col("years").sum()))
+    cases = (first_diagnoses(path).join(subjects, on="subject_id")
+             .filter(pl.col("outcome").is_in(outcomes)
+                     & pl.col("date").is_between(_year_start(PERIOD[0]), _year_start(PERIOD[1]), closed="left"))
+             .with_columns((_years(pl.col("date"), pl.col("birth")) // AGE_BAND_YEARS * AGE_BAND_YEARS)
+                           .cast(pl.Int64).clip(0, 95).alias("band"))
+             .group_by("outcome", "band").agg(pl.len().alias("cases")))
+    return (cases.join(exposure, on="band")
+            .with_columns((1000 * pl.col("cases") / pl.col("years")).alias("per_1000"))
+            .sort("outcome", "band").collect())
+
+
+COMPARISON_HEADER = ["outcome", "measure", "sex", "published", "simulated", "ratio", "within 1.5x", "source"]
+
+
+def comparison_rows(comparisons: list[Comparison]) -> list[list[object]]:
+    return [[c.figure.outcome, c.figure.measure + (f" (age {c.figure.min_age}+)" if c.figure.min_age else ""),
+             c.figure.sex, c.figure.value, round(c.simulated, 2), round(c.ratio, 2),
+             "yes" if c.within_tolerance else "NO", c.figure.source] for c in comparisons]
