@@ -283,9 +283,10 @@ class DatasetWriter:
         try:
             self.out_dir.parent.mkdir(parents=True, exist_ok=True)
             self.staging.mkdir()
-        except PermissionError:
+        except OSError as error:
             raise PermissionError(
-                f"{self.out_dir.parent} is not writable; cannot create {self.out_dir.name} there"
+                f"{self.out_dir.parent} is not writable ({error.strerror}); "
+                f"cannot create {self.out_dir.name} there"
             ) from None
         self._committed = False
 

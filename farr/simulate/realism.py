@@ -83,9 +83,8 @@ def _simulated(f: Figure, subjects: pl.LazyFrame, first: pl.LazyFrame, person_ye
     registered = subjects.filter(sex & (pl.col("registration_start") <= day) & (pl.col("registration_end") >= day)
                                  & (_years(day, pl.col("birth")) >= f.min_age))
     had = cases.filter(pl.col("date") <= day).select("subject_id")
-    counts = registered.select(pl.len().alias("n"),
-                               pl.col("subject_id").is_in(had.collect()["subject_id"]).sum().alias("had"))
-    n, with_it = counts.collect().row(0)
+    n = registered.select(pl.len()).collect().item()
+    with_it = registered.join(had, on="subject_id", how="semi").select(pl.len()).collect().item()
     return 100 * with_it / n
 
 
