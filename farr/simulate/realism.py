@@ -5,12 +5,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 
 from farr.events.io import scan_events, scan_subjects
+from farr.simulate import england as eng
 from farr.simulate.calendar import DAYS_PER_YEAR
 from farr.simulate.codes import DIAGNOSES
-from farr.simulate.reference import FIGURES, PERIOD, TOLERANCE, Figure
+from farr.simulate.engine import simulate
+from farr.simulate.hazards import MAX_AGE, HazardModel, static_log_hazard
+from farr.simulate.reference import FIGURES, LIFE_EXPECTANCY, PERIOD, TOLERANCE, Figure
 
 AGE_BAND_YEARS = 5
 
@@ -86,6 +90,18 @@ def _simulated(f: Figure, subjects: pl.LazyFrame, first: pl.LazyFrame, person_ye
     n = registered.select(pl.len()).collect().item()
     with_it = registered.join(had, on="subject_id", how="semi").select(pl.len()).collect().item()
     return 100 * with_it / n
+
+
+def life_expectancy(model: HazardModel, lives: int = 40_000, seed: int = 0) -> list[Comparison]:
+    """Life expectancy at birth of the true model (born 1990, England's IMD and ethnic mix)."""
+    rng = np.random.default_rng(seed)
+    male = rng.random(lives) < 0.5
+    ethnicity = rng.choice(len(eng.ETHNICITY_CENSUS_2021), lives, p=eng.ETHNICITY_CENSUS_2021).astype(np.int8)
+    imd = rng.integers(1, 6, lives).astype(np.int8)
+    lp = static_log_hazard(model, male, ethnicity, imd, rng.standard_normal(lives))
+    h = simulate(model, lp, np.full(lives, 1990.0), np.zeros(lives), np.full(lives, MAX_AGE + 1.0), rng)
+    death = np.where(np.isnan(h.onset[:, model.death]), MAX_AGE + 1.0, h.onset[:, model.death])
+    return [Comparison(f, float(death[male if f.sex == "M" else ~male].mean())) for f in LIFE_EXPECTANCY]
 
 
 def incidence_by_age(path: str | Path, outcomes: list[str]) -> pl.DataFrame:

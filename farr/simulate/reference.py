@@ -13,7 +13,8 @@ from dataclasses import dataclass
 @dataclass(frozen=True)
 class Figure:
     outcome: str
-    measure: str  # "incidence" (per 1,000 person-years), "prevalence" (%), "share_75_plus" (%)
+    measure: str  # "incidence" (per 1,000 person-years), "prevalence" (%), "share_75_plus" (%),
+    # "life_expectancy" (years at birth)
     value: float
     source: str
     sex: str = "all"  # "F", "M" or "all"
@@ -42,6 +43,12 @@ FIGURES: tuple[Figure, ...] = (
     Figure("prostate_cancer", "share_75_plus", 35, CRUK, sex="M"),
     Figure("lung_cancer", "share_75_plus", 44, CRUK),
     Figure("colorectal_cancer", "share_75_plus", 44, CRUK),
+)
+
+# Mortality is checked on the model itself: life expectancy at birth.
+LIFE_EXPECTANCY = (
+    Figure("death", "life_expectancy", 79.4, "ONS, National life tables, England 2018-2020", sex="M"),
+    Figure("death", "life_expectancy", 83.1, "ONS, National life tables, England 2018-2020", sex="F"),
 )
 
 TOLERANCE = 1.5  # simulated / published must lie in [1/1.5, 1.5]

@@ -15,8 +15,9 @@ from farr.reporting import Report
 from farr.simulate import england as eng
 from farr.simulate.calendar import DAYS_PER_YEAR
 from farr.simulate.codes import codebook
-from farr.simulate.realism import COMPARISON_HEADER, comparison_rows, incidence_by_age, measure
+from farr.simulate.realism import COMPARISON_HEADER, comparison_rows, incidence_by_age, life_expectancy, measure
 from farr.simulate.reference import PERIOD
+from farr.simulate.simulator import read_model
 
 REPORT_DIR = "report"
 CENSUS_DAY = (2021, 3, 21)  # census day, to compare the registered population with the census
@@ -35,12 +36,12 @@ def write_report(dataset: str | Path) -> Path:
     registered = _registered_on_census_day(dataset)
     _population(report, registered)
     _follow_up(report, dataset)
-    comparisons = measure(dataset)
+    comparisons = measure(dataset) + life_expectancy(read_model(dataset))
     report.heading("Against published England figures")
     passed = sum(c.within_tolerance for c in comparisons)
     report.text(f"{passed} of {len(comparisons)} figures within a factor of 1.5. Incidence is of first recorded "
                 f"diagnoses over {PERIOD[0]:.0f}-{PERIOD[1] - 1:.0f} per registered person-year; prevalence "
-                f"is on 1 January {PERIOD[1]:.0f}.")
+                f"is on 1 January {PERIOD[1]:.0f}; life expectancy is of the true model.")
     report.table(COMPARISON_HEADER, comparison_rows(comparisons))
     report.figure(_incidence_figure(dataset), "incidence_by_age",
                   "Recorded first-diagnosis rate by age (per 1,000 person-years, log scale)")

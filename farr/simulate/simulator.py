@@ -173,12 +173,18 @@ def truth_table(model: HazardModel, pop: Population, subject_ids: np.ndarray) ->
     return pa.table(columns)
 
 
+def read_model(path: str | Path) -> HazardModel:
+    """The hazard model a simulated dataset was drawn from."""
+    file = Path(path) / HAZARDS_FILE
+    if not file.exists():
+        raise FileNotFoundError(f"{file}: missing; {path} is not a farr simulation (no ground truth)")
+    return build_model(json.loads(file.read_text()))
+
+
 def read_truth(path: str | Path) -> tuple[HazardModel, pa.Table]:
     """The hazard model and the per-person truth of a simulated dataset."""
-    path = Path(path)
-    spec = json.loads((path / HAZARDS_FILE).read_text())
-    files = sorted((path / TRUTH_DIR).glob("*.parquet"))
-    return build_model(spec), pa.concat_tables(pq.read_table(f) for f in files)
+    files = sorted((Path(path) / TRUTH_DIR).glob("*.parquet"))
+    return read_model(path), pa.concat_tables(pq.read_table(f) for f in files)
 
 
 def _sha256(file: Path) -> str:
