@@ -14,6 +14,8 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(VENV)/bin/python benchmarks/simulate_throughput.py
 	$(VENV)/bin/python benchmarks/simulate_realism.py
+	$(VENV)/bin/python benchmarks/ingest_throughput.py
+	$(VENV)/bin/python benchmarks/ingest_fhir.py
 
 $(STAMP): pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)

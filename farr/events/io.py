@@ -184,7 +184,8 @@ def _code_counts(codes: pa.ChunkedArray, where: str) -> dict[str, int]:
     return dict(zip(values.to_pylist(), counts.field("counts").to_pylist()))
 
 
-def _sha256(file: Path) -> str:
+def sha256_file(file: str | Path) -> str:
+    """The SHA-256 of a file's bytes, as hex."""
     with open(file, "rb") as f:
         return hashlib.file_digest(f, "sha256").hexdigest()
 
@@ -194,7 +195,7 @@ def _write_parquet(table: pa.Table, root: Path, name: str) -> str:
     path = root / name
     path.parent.mkdir(exist_ok=True)
     pq.write_table(table, path, compression="zstd")
-    return _sha256(path)
+    return sha256_file(path)
 
 
 def write_shard(
@@ -310,8 +311,13 @@ class DatasetWriter:
         dataset_version: str = "1.0",
         code_descriptions: dict[str, str] | None = None,
         extra: dict | None = None,
+        extra_files: Iterable[str] = (),
     ) -> None:
-        """Write the metadata of the written ``shards`` and move the dataset into ``out_dir``."""
+        """Write the metadata of the written ``shards`` and move the dataset into ``out_dir``.
+
+        ``extra_files`` (paths relative to the dataset root, already written into ``staging``)
+        are listed in farr.json with their checksums, so ``verify`` checks them too.
+        """
         shards = sorted(shards, key=lambda info: info.shard)
         self._check_shards(shards)
         code_counts = Counter()
@@ -324,6 +330,7 @@ class DatasetWriter:
                 "sha256": _write_parquet(codes, self.staging, CODES_FILE),
             }
         }
+        files |= {name: {"sha256": sha256_file(self.staging / name)} for name in extra_files}
         meds_metadata = meds.DatasetMetadataSchema(
             dataset_name=dataset_name,
             dataset_version=dataset_version,
@@ -401,6 +408,11 @@ def read_metadata(path: str | Path) -> dict:
     return metadata
 
 
+def read_outcomes(path: str | Path) -> dict[str, dict]:
+    """The dataset's outcome definitions (name -> {"codes", "recurrent"}); empty if it has none."""
+    return read_metadata(path).get("extra", {}).get("outcomes", {})
+
+
 def read_parquet(file: Path, columns: Iterable[str] | None = None) -> pa.Table:
     """Those of ``columns`` that ``file`` has (all when None); DatasetError if unreadable."""
     try:
@@ -450,7 +462,7 @@ def verify(path: str | Path) -> None:
         file = root / name
         if not file.is_file():
             raise DatasetError(f"{file}: listed in {FARR_METADATA_FILE} but missing")
-        if _sha256(file) != entry["sha256"]:
+        if sha256_file(file) != entry["sha256"]:
             raise DatasetError(
                 f"{file}: sha256 differs from {FARR_METADATA_FILE}; modified or corrupt"
             )

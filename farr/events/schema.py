@@ -10,7 +10,9 @@ A dataset is a MEDS-compatible directory::
       metadata/farr.json          farr metadata: schema version, vocabularies, counts, checksums
 
 Each subject lives in exactly one shard, and the subjects file of a shard holds exactly the
-subjects of its events file. An *identifiable* extract (simulator ``--identifiable``) carries
+subjects of its events file. `farr.json` may define outcomes under `extra.outcomes`: a name ->
+{"codes": [...], "recurrent": bool}; the first record of any of the codes marks onset (every
+record, for a recurrent outcome). Forecasting and evaluation predict these. An *identifiable* extract (simulator ``--identifiable``) carries
 the direct identifiers of ``IDENTIFIER_FIELDS`` in its subjects table; ingest removes them.
 """
 

@@ -22,3 +22,8 @@ def to_days(years: np.ndarray) -> np.ndarray:
 
 def from_datetime_us(us: np.ndarray) -> np.ndarray:
     return _EPOCH + np.asarray(us, dtype=np.float64) / (_US_PER_SECOND * 86_400 * DAYS_PER_YEAR)
+
+
+def from_days(days: np.ndarray) -> np.ndarray:
+    """Decimal years from (fractional) days since 1970-01-01."""
+    return _EPOCH + np.asarray(days, dtype=np.float64) / DAYS_PER_YEAR

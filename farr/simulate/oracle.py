@@ -4,6 +4,11 @@ It runs the simulator's own engine forward from the person's state at the landma
 covariates, hidden frailty and the conditions they truly have by then), `draws` times, so it
 answers from exactly the hazards that generated the data, including future comorbidity.
 Monte-Carlo error is at most 0.5/sqrt(draws) per probability.
+
+Two questions can be asked. `recorded=False`: will the disease truly start within h? And
+`recorded=True`: will it be *coded* within h, the question a model of the record answers,
+through the observation layer's own recording model (coding probability, delay, hospital
+diagnosis), for new onsets and for onsets before the landmark not yet coded.
 """
 
 from __future__ import annotations
@@ -15,6 +20,8 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
+from farr.simulate.calendar import from_days
+from farr.simulate.codes import DIAGNOSES
 from farr.simulate.engine import simulate
 from farr.simulate.hazards import HazardModel, static_log_hazard
 from farr.simulate.simulator import read_truth
@@ -46,8 +53,10 @@ class Oracle:
         return tuple(self.model.names[k] for k in self._outcomes)
 
     def risk(self, truth: pa.Table, age: float | np.ndarray, horizons: Sequence[float], *,
-             draws: int = 200, seed: int = 0) -> Risks:
-        """P(first onset, first recurrent event, or death in (age, age + h]) for each person."""
+             draws: int = 200, seed: int = 0, recorded: bool = False) -> Risks:
+        """P(first onset, first recurrent event, or death in (age, age + h]) for each person.
+
+        NaN where the person is dead at `age` or (true onsets only) already has the disease."""
         n = truth.num_rows
         age = np.broadcast_to(np.asarray(age, dtype=float), (n,)).copy()
         horizons = tuple(float(h) for h in horizons)
@@ -56,10 +65,15 @@ class Oracle:
         per_batch = max(1, ROWS_PER_BATCH // draws)
         for start in range(0, n, per_batch):
             rows = slice(start, min(n, start + per_batch))
-            out[rows] = self._batch(truth.slice(start, per_batch), age[rows], horizons, draws, rng)
+            out[rows] = self._batch(truth.slice(start, per_batch), age[rows], horizons, draws, rng, recorded)
         return Risks(self.outcomes, horizons, out)
 
-    def _batch(self, truth: pa.Table, age: np.ndarray, horizons, draws: int, rng) -> np.ndarray:
+    def risk_on_day(self, truth: pa.Table, day: np.ndarray, horizons: Sequence[float], **options) -> Risks:
+        """As `risk`, at a date per person (days since 1970-01-01) rather than an age."""
+        age = from_days(np.asarray(day, dtype=float)) - truth["birth_year"].to_numpy()
+        return self.risk(truth, age, horizons, **options)
+
+    def _batch(self, truth: pa.Table, age: np.ndarray, horizons, draws: int, rng, recorded: bool) -> np.ndarray:
         m = self.model
         onset = np.column_stack([truth[f"onset_{name}"].to_numpy(zero_copy_only=False)
                                  if f"onset_{name}" in truth.column_names else np.full(len(age), np.nan)
@@ -75,10 +89,37 @@ class Oracle:
         first = np.where(np.isnan(history[person]), h.onset, np.nan)  # new onsets only
         recurrent_first = np.full_like(first, np.inf)
         np.minimum.at(recurrent_first, (h.recurrent_person, h.recurrent_process), h.recurrent_age)
+        if recorded:
+            first, admitted = self._when_coded(first, history[person], start, rng)
+            k = m.index("unplanned_admission")  # a hospital diagnosis is coded with an admission
+            recurrent_first[:, k] = np.minimum(recurrent_first[:, k], admitted)
         first = np.where(m.recurrent, recurrent_first, first)[:, self._outcomes]
         hit = np.stack([first <= (start + hz)[:, None] for hz in horizons], axis=-1)
         p = hit.reshape(len(age), draws, *hit.shape[1:]).mean(axis=1)
 
-        had = ~np.isnan(history[:, self._outcomes]) & ~m.recurrent[self._outcomes]
+        had = ~np.isnan(history[:, self._outcomes]) & ~m.recurrent[self._outcomes] & ~recorded
         dead = history[:, m.death] <= age
         return np.where(had[:, :, None] | dead[:, None, None], np.nan, p)
+
+    def _when_coded(self, onset: np.ndarray, before: np.ndarray, now: np.ndarray, rng):
+        """Age at which each disease is first coded, from new onsets (`onset`) and from onsets
+        before `now` that are not coded yet (`before`), by the observation layer's model; and
+        the first emergency admission that diagnoses a new onset."""
+        coded = onset.copy()
+        admitted = np.full(len(now), np.inf)
+        for name, rec in DIAGNOSES.items():
+            k = self.model.index(name)
+            n = len(now)
+            delay = rng.standard_exponential(n) * rec.delay_years
+            in_hospital = rng.random(n) < rec.hospital
+            kept = rng.random(n) < rec.recorded
+            new = np.where(kept, onset[:, k] + np.where(in_hospital, 0.0, delay), np.inf)
+            admitted = np.fmin(admitted, np.where(kept & in_hospital, onset[:, k], np.inf))
+            # Not coded by now, P(ever) = q(1-h)e^(-s/d) / (1 - q(h + (1-h)(1 - e^(-s/d)))); the rest of
+            # an exponential delay is again exponential.
+            waiting = np.exp(-(now - before[:, k]) / max(rec.delay_years, 1e-12))
+            q, hosp = rec.recorded, rec.hospital
+            later = q * (1 - hosp) * waiting / (1 - q * (hosp + (1 - hosp) * (1 - waiting)))
+            old = np.where(~np.isnan(before[:, k]) & (rng.random(n) < later), now + delay, np.inf)
+            coded[:, k] = np.fmin(np.where(np.isnan(new), np.inf, new), old)
+        return coded, admitted

@@ -22,10 +22,10 @@ from rich.progress import Progress
 
 from farr import __version__
 from farr.events.io import DatasetWriter, ShardInfo, write_shard
-from farr.events.schema import END_REASONS, ETHNICITIES, REGIONS, SEXES
+from farr.events.schema import DEATH_CODE, END_REASONS, ETHNICITIES, REGIONS, SEXES
 from farr.simulate import england as eng
 from farr.simulate.calendar import to_datetime_us, to_days
-from farr.simulate.codes import codebook
+from farr.simulate.codes import DIAGNOSES, ENCOUNTERS, codebook
 from farr.simulate.hazards import HazardModel, build_model
 from farr.simulate.identifiers import identifier_columns, opt_outs
 from farr.simulate.observe import CODE_INDEX, observe
@@ -56,7 +56,7 @@ def simulate_dataset(out: str | Path, patients: int, seed: int, *, identifiable:
         truth = {info.shard: sha for info, sha in results}
         writer.commit([info for info, _ in results], created_by=f"farr simulate {__version__}",
                       dataset_name="farr simulated England population", code_descriptions=codebook(),
-                      extra={"simulation": {"patients": patients, "seed": seed, "chunk_size": chunk_size,
+                      extra={"outcomes": outcome_definitions(model), "simulation": {"patients": patients, "seed": seed, "chunk_size": chunk_size,
                                             "identifiable": identifiable,
                                             "extract_window": [eng.EXTRACT_START, eng.EXTRACT_END],
                                             "hazards_sha256": _sha256(writer.staging / HAZARDS_FILE),
@@ -97,6 +97,17 @@ def simulate_chunk(staging: Path, seed: int, chunk: int, start: int, size: int, 
     truth_file.parent.mkdir(exist_ok=True)
     pq.write_table(truth_table(model, pop, subject_ids), truth_file, compression="zstd")
     return info, _sha256(truth_file)
+
+
+def outcome_definitions(model: HazardModel) -> dict[str, dict]:
+    """How each simulated outcome shows in the record, for forecasting and evaluation."""
+    outcomes = {name: {"codes": [f"SNOMED/{r.snomed}", f"ICD10/{r.icd10}"], "recurrent": False}
+                for name, r in DIAGNOSES.items()}
+    for name in ("unplanned_admission", "ae_attendance"):
+        outcomes[name] = {"codes": [ENCOUNTERS[name][0]], "recurrent": True}
+    outcomes["death"] = {"codes": [DEATH_CODE], "recurrent": False}
+    assert set(outcomes) == {model.names[k] for k in range(len(model.names))} - {"gp_consultation"}
+    return outcomes
 
 
 def practices_per_site(total: int) -> np.ndarray:

@@ -1,0 +1,223 @@
+"""`farr evaluate`: how well a trained model predicts, against a floor, a supervised baseline and,
+on simulated data, the oracle that knows the true hazards.
+
+Landmark metrics follow the protocol in the research notes: one sample per person at the
+landmark age, new onsets only, people lost to follow-up before the horizon left out, at least
+25 events per cell (else NA), macro-averaged over outcomes.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+
+from farr.events.io import read_outcomes
+from farr.forecast import metrics as m
+from farr.forecast.baselines import incidence_floor, supervised_baseline
+from farr.forecast.generate import sampled_first_occurrences
+from farr.forecast.landmark import Landmark, at_age, landmark, landmark_day, labels, outcomes_for
+from farr.forecast.risk import analytic_risk, landmark_rates, not_at_risk, rollout_risk
+from farr.model.tokenizer import SPLIT_PERCENT, Timelines
+from farr.model.train import load_model
+
+MAX_UNKNOWN_SHARE = 0.5  # above this, the dataset does not speak the model's vocabulary
+
+
+@dataclass
+class EvaluationConfig:
+    landmark_age: float = 60.0
+    horizons: tuple[float, ...] = (1.0, 5.0, 10.0)
+    split: str = "held_out"  # or "all": a dataset the model never saw
+    oracle_draws: int = 100
+    rollout_people: int = 300
+    rollout_draws: int = 20
+    next_event_people: int = 2000
+    seed: int = 0
+    notes: list[str] = field(default_factory=list)
+
+
+def tokenize_for(tokenizer, dataset) -> Timelines:
+    """The dataset in the model's vocabulary; refuses a dataset that mostly does not speak it."""
+    timelines = tokenizer.transform(dataset)
+    unknown = sum(timelines.unknown.values())
+    events = len(timelines.tokens) - 4 * len(timelines)
+    if events and unknown / events > MAX_UNKNOWN_SHARE:
+        top = ", ".join(code for code, _ in timelines.unknown.most_common(3))
+        raise ValueError(f"{dataset}: {unknown / events:.0%} of events have codes the model's vocabulary "
+                         f"does not know (e.g. {top}); was the model trained on this kind of data?")
+    return timelines
+
+
+def evaluate(model_dir: str | Path, dataset: str | Path, cfg: EvaluationConfig = EvaluationConfig()) -> dict:
+    model, tokenizer = load_model(model_dir)
+    timelines = tokenize_for(tokenizer, dataset)
+    outcomes = outcomes_for(tokenizer, read_outcomes(dataset))
+    if not outcomes:
+        raise ValueError(f"{dataset}: defines no outcomes the model knows (metadata/farr.json extra.outcomes)")
+    split = timelines.split
+    chosen = np.arange(len(timelines)) if cfg.split == "all" else np.flatnonzero(split == list(SPLIT_PERCENT).index(cfg.split))
+    ages = at_age(timelines, cfg.landmark_age)
+    test = landmark(timelines, ages, outcomes, chosen)
+    train = landmark(timelines, ages, outcomes, np.flatnonzero(split == 0))
+    horizons = list(cfg.horizons)
+    risks = {"model": analytic_risk(landmark_rates(model, timelines, test), outcomes, horizons),
+             "floor": incidence_floor(tokenizer, timelines, train, test, outcomes, horizons),
+             "supervised": supervised_baseline(tokenizer, timelines, train, test, outcomes, horizons)}
+    oracle = _oracle_risk(dataset, timelines, test, outcomes, horizons, cfg)
+    if oracle is not None:
+        risks["oracle"] = oracle
+    blocked = not_at_risk(test, outcomes)
+    risks = {name: np.where(blocked[:, :, None], np.nan, r) for name, r in risks.items()}
+    result = {"config": asdict(cfg), "people": int(len(test.people)), "outcomes": [o.name for o in outcomes],
+              "landmark": _landmark_metrics(test, outcomes, horizons, risks),
+              "survival": _survival_metrics(train, test, outcomes, horizons, risks),
+              "rollouts": _rollout_check(model, timelines, test, outcomes, horizons, risks["model"], cfg),
+              "next_event": next_event_metrics(model, timelines, chosen, outcomes, cfg)}
+    result["summary"] = _summary(result, horizons)
+    return result
+
+
+def _oracle_risk(dataset, timelines: Timelines, test: Landmark, outcomes, horizons, cfg) -> np.ndarray | None:
+    """The oracle's risk of each outcome being coded within each horizon (None: not a simulation)."""
+    from farr.simulate.oracle import Oracle
+
+    try:
+        oracle, truth = Oracle.from_dataset(dataset)
+    except FileNotFoundError:
+        cfg.notes.append("no ground truth in the dataset: oracle metrics omitted")
+        return None
+    ids = pa.table({"subject_id": timelines.subject_id[test.people]})
+    rows = pl.from_arrow(ids).with_row_index("order").join(pl.from_arrow(truth), on="subject_id", how="left")
+    truth_rows = rows.sort("order").drop("order").to_arrow()
+    day = landmark_day(timelines, test)
+    risks = oracle.risk_on_day(truth_rows, day, horizons, draws=cfg.oracle_draws, seed=cfg.seed, recorded=True)
+    column = {name: j for j, name in enumerate(risks.outcomes)}
+    return np.stack([risks.probability[:, column[o.name]] if o.name in column
+                     else np.full((len(test.people), len(horizons)), np.nan) for o in outcomes], axis=1)
+
+
+def _landmark_metrics(test: Landmark, outcomes, horizons, risks: dict) -> list[dict]:
+    rows = []
+    for h, horizon in enumerate(horizons):
+        event, usable = labels(test, outcomes, horizon)
+        for j, outcome in enumerate(outcomes):
+            keep = usable[:, j]
+            for name, risk in risks.items():
+                rows.append({"predictor": name, "outcome": outcome.name, "horizon": horizon}
+                            | m.binary_metrics(event[keep, j], risk[keep, j, h]))
+    return rows
+
+
+def _survival_metrics(train: Landmark, test: Landmark, outcomes, horizons, risks: dict) -> list[dict]:
+    """Uno's C up to the longest horizon, and time-dependent AUC, ranking by each risk at it."""
+    tau = max(horizons)
+    rows = []
+    for j, outcome in enumerate(outcomes):
+        def survival(mark):
+            time = np.minimum(mark.first_after[:, j], mark.follow_up)
+            return np.maximum(time, 1e-6), mark.first_after[:, j] <= mark.follow_up
+
+        train_time, train_event = survival(train)
+        time, event = survival(test)
+        at_risk = outcome.recurrent | ~test.had_before[:, j]
+        for name, risk in risks.items():
+            score = np.where(at_risk, risk[:, j, -1], np.nan)
+            rows.append({"predictor": name, "outcome": outcome.name}
+                        | m.survival_metrics(train_time, train_event, time, event, score, tau, horizons))
+    return rows
+
+
+def _rollout_check(model, timelines, test: Landmark, outcomes, horizons, analytic, cfg) -> dict:
+    """Risks by sampling futures, on a subsample, beside the analytic ones for the same people."""
+    rng = np.random.default_rng(cfg.seed)
+    pick = np.sort(rng.choice(len(test.people), min(cfg.rollout_people, len(test.people)), replace=False))
+    sub = Landmark(test.people[pick], test.age[pick], test.had_before[pick], test.first_after[pick], test.follow_up[pick])
+    first = sampled_first_occurrences(model, timelines, outcomes, sub, max(horizons), cfg.rollout_draws, cfg.seed)
+    sampled = rollout_risk(first, horizons)
+    blocked = not_at_risk(sub, outcomes)[:, :, None]
+    table = _landmark_metrics(sub, outcomes, horizons, {"rollout": np.where(blocked, np.nan, sampled),
+                                                         "analytic": analytic[pick]})
+    summary = {f"{name}_macro_auroc_{h:g}y": m.macro(r["auroc"] for r in table if r["predictor"] == name
+                                                     and r["horizon"] == h)
+               for name in ("rollout", "analytic") for h in horizons}
+    return {"people": int(len(pick)), "draws": cfg.rollout_draws} | summary
+
+
+def next_event_metrics(model, timelines: Timelines, people: np.ndarray, outcomes, cfg) -> dict:
+    """Top-k accuracy of the next event, and Foresight-style hit@10 for new diagnoses within 365 days."""
+    import torch
+
+    from farr.model.data import NO_EVENT_ID, TrainingBatches
+
+    rng = np.random.default_rng(cfg.seed)
+    sample = rng.choice(people, min(cfg.next_event_people, len(people)), replace=False)
+    batches = TrainingBatches(timelines, sample, model.cfg.block_size, seed=cfg.seed, no_event_per_year=0.0)
+    diagnoses = np.concatenate([o.tokens for o in outcomes if not o.recurrent and o.name != "death"])
+    accuracy, hits = [], []
+    with torch.no_grad():
+        for lo in range(0, len(sample), 64):
+            batch = batches.batch_of(sample[lo:lo + 64])
+            log_rate = model.log_rates(batch["tokens"], batch["ages"]).numpy()
+            log_rate[..., NO_EVENT_ID] = -np.inf
+            is_event = batch["targets"].numpy() >= 0
+            accuracy.append((log_rate[is_event], batch["targets"].numpy()[is_event]))
+            hits.extend(_hits_at_10(log_rate, batch, diagnoses))
+    log_rate, target = (np.concatenate(x) for x in zip(*accuracy))
+    return m.top_k_accuracy(log_rate, target) | {
+        "hit@10_new_diagnosis_365d": float(np.mean(hits)) if hits else None, "hit@10_positions": len(hits)}
+
+
+def _hits_at_10(log_rate: np.ndarray, batch: dict, diagnoses: np.ndarray) -> list[bool]:
+    """At each position whose next event is a diagnosis new to the person: does any of the 10
+    highest-rate diagnoses they do not yet have appear within 365 days?"""
+    tokens, ages = batch["tokens"].numpy(), batch["ages"].numpy()
+    is_diagnosis = np.isin(tokens, diagnoses)
+    hits = []
+    for i in range(len(tokens)):
+        seen = set()
+        for t in range(len(tokens[i]) - 1):
+            seen.add(int(tokens[i, t]))
+            nxt = int(tokens[i, t + 1])
+            if not is_diagnosis[i, t + 1] or nxt in seen:
+                continue
+            candidates = [d for d in diagnoses[np.argsort(-log_rate[i, t, diagnoses])] if d not in seen][:10]
+            window = (ages[i] > ages[i, t]) & (ages[i] <= ages[i, t] + 1.0)
+            hits.append(bool(np.isin(tokens[i][window], candidates).any()))
+    return hits
+
+
+def _summary(result: dict, horizons: list[float]) -> dict:
+    rows = result["landmark"]
+    names = sorted({r["predictor"] for r in rows})
+    summary = {}
+    for h in horizons:
+        for name in names:
+            summary[f"{name}_macro_auroc_{h:g}y"] = m.macro(r["auroc"] for r in rows if r["predictor"] == name
+                                                           and r["horizon"] == h)
+            summary[f"{name}_macro_brier_{h:g}y"] = m.macro(r["brier"] for r in rows if r["predictor"] == name
+                                                           and r["horizon"] == h)
+        summary[f"headroom_auroc_{h:g}y"] = m.headroom(summary.get(f"model_macro_auroc_{h:g}y"),
+                                                       summary.get(f"floor_macro_auroc_{h:g}y"),
+                                                       summary.get(f"oracle_macro_auroc_{h:g}y"))
+        summary[f"model_beats_supervised_{h:g}y"] = _wins(rows, h)
+    return summary
+
+
+def _wins(rows: list[dict], horizon: float) -> str:
+    """"won/compared": outcomes where the model's AUROC beats the supervised baseline's."""
+    by = {(r["predictor"], r["outcome"]): r["auroc"] for r in rows if r["horizon"] == horizon}
+    pairs = [(by[("model", o)], by[("supervised", o)]) for (p, o) in by if p == "model"
+             and by.get(("supervised", o)) is not None and by[("model", o)] is not None]
+    return f"{sum(a > b for a, b in pairs)}/{len(pairs)}"
+
+
+def save(result: dict, out: str | Path) -> Path:
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "evaluation.json").write_text(json.dumps(result, indent=1, default=float))
+    return out / "evaluation.json"

@@ -1,0 +1,89 @@
+"""Landmarks: who is at risk at an age (or date), what they had before it, and what happened after.
+
+Everything here reads token timelines, so the model, the baselines and the evaluation see
+exactly the same histories and outcomes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from farr.model.tokenizer import Timelines, Tokenizer
+
+
+@dataclass(frozen=True)
+class Outcome:
+    name: str
+    tokens: np.ndarray  # vocabulary ids whose record marks the outcome
+    recurrent: bool  # every record counts (admissions); otherwise only a first record (onset)
+
+
+def outcomes_for(tokenizer: Tokenizer, definitions: dict[str, dict]) -> list[Outcome]:
+    """The dataset's outcome definitions in the model's vocabulary (outcomes it never saw are left out)."""
+    found = [Outcome(name, np.array(tokenizer.ids_of(d["codes"]), dtype=np.int64), bool(d["recurrent"]))
+             for name, d in sorted(definitions.items())]
+    return [o for o in found if o.tokens.size]
+
+
+@dataclass
+class Landmark:
+    """People registered and alive at their landmark age, with their outcome histories."""
+
+    people: np.ndarray  # rows of the timelines
+    age: np.ndarray  # landmark age of each person
+    had_before: np.ndarray  # (n, outcomes) bool: a record before the landmark
+    first_after: np.ndarray  # (n, outcomes) years from the landmark to the next record (inf: none)
+    follow_up: np.ndarray  # (n,) years from the landmark to the end of registration
+
+
+def at_age(timelines: Timelines, age: float | np.ndarray) -> np.ndarray:
+    return np.broadcast_to(np.asarray(age, dtype=float), (len(timelines),)).astype(float)
+
+
+def at_date(timelines: Timelines, day: int) -> np.ndarray:
+    """Each person's age on a date (days since 1970-01-01)."""
+    return (day - timelines.birth_day) / 365.25
+
+
+def landmark_day(timelines: Timelines, mark: Landmark) -> np.ndarray:
+    """The date of each person's landmark, in (fractional) days since 1970-01-01."""
+    return timelines.birth_day[mark.people] + mark.age * 365.25
+
+
+def landmark(timelines: Timelines, age: np.ndarray, outcomes: list[Outcome],
+             people: np.ndarray | None = None) -> Landmark:
+    """Those of `people` (default: everyone) registered at `age[person]` and not yet dead."""
+    t = timelines
+    people = np.arange(len(t)) if people is None else people
+    a = age[people]
+    registered = (t.start_age[people] <= a) & (a < t.end_age[people])
+    people, a = people[registered], a[registered]
+    owner, index = t.rows_of(people)
+    tokens, ages = t.tokens[index], t.ages[index].astype(float)
+    which = outcome_lookup(outcomes, int(t.tokens.max(initial=0)) + 1)[tokens]
+    owner, ages, which = owner[which >= 0], ages[which >= 0], which[which >= 0]
+    had = np.zeros((len(people), len(outcomes)), bool)
+    before = ages < a[owner]
+    had[owner[before], which[before]] = True
+    first_after = np.full((len(people), len(outcomes)), np.inf)
+    np.minimum.at(first_after, (owner[~before], which[~before]), ages[~before] - a[owner[~before]])
+    return Landmark(people, a, had, first_after, t.end_age[people] - a)
+
+
+def outcome_lookup(outcomes: list[Outcome], vocabulary_size: int) -> np.ndarray:
+    """Outcome index of each token id (-1: none)."""
+    lookup = np.full(max(vocabulary_size, 1 + max((int(o.tokens.max()) for o in outcomes), default=0)), -1)
+    for j, outcome in enumerate(outcomes):
+        lookup[outcome.tokens] = j
+    return lookup
+
+
+def labels(mark: Landmark, outcomes: list[Outcome], horizon: float) -> tuple[np.ndarray, np.ndarray]:
+    """(event within horizon, usable) per person and outcome: usable means at risk of a new
+    onset (or any event, if recurrent) and either the event happened or follow-up lasted."""
+    recurrent = np.array([o.recurrent for o in outcomes])
+    event = mark.first_after <= horizon
+    usable = (recurrent | ~mark.had_before) & (event | (mark.follow_up[:, None] >= horizon))
+    return event, usable

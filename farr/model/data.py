@@ -1,0 +1,105 @@
+"""Batches of timelines for training, and histories cut at a landmark for prediction.
+
+Training sequences get "no event" tokens at random ages while the person is registered (as in
+Delphi), so the model learns rates through quiet years and can be asked for predictions at any
+age: a landmark query is a "no event" token placed at that age.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from farr.model.gpt import IGNORE
+from farr.model.tokenizer import DEMOGRAPHICS, NO_EVENT, PAD, SPECIAL, Timelines
+
+PREFIX = len(DEMOGRAPHICS)  # every timeline starts with its demographic tokens
+PAD_ID, NO_EVENT_ID = SPECIAL.index(PAD), SPECIAL.index(NO_EVENT)
+
+
+def predictable(vocabulary: list[str]) -> torch.Tensor:
+    """Tokens that can be the next event: everything but padding and demographic tokens."""
+    demographic = tuple(f"{c.upper()}//" for c in DEMOGRAPHICS)
+    return torch.tensor([t != PAD and not t.startswith(demographic) for t in vocabulary])
+
+
+class TrainingBatches:
+    """Random windows of random people, with "no event" tokens, targets and observed exposure."""
+
+    def __init__(self, timelines: Timelines, people: np.ndarray, block_size: int, seed: int,
+                 no_event_per_year: float = 0.2):
+        if len(people) == 0:
+            raise ValueError("no people to train on: the dataset (or its split) is empty")
+        self.t, self.people, self.block = timelines, people, block_size
+        self.rate = no_event_per_year
+        self.rng = np.random.default_rng(seed)
+
+    def __call__(self, batch_size: int) -> dict[str, torch.Tensor]:
+        return self.batch_of(self.rng.choice(self.people, batch_size))
+
+    def batch_of(self, people: np.ndarray) -> dict[str, torch.Tensor]:
+        return _stack([self._sequence(p) for p in people], self.block)
+
+    def _sequence(self, p: int):
+        t = self.t
+        lo, hi = t.offsets[p], t.offsets[p + 1]
+        start, end = float(t.start_age[p]), float(t.end_age[p])
+        tokens, ages = _with_quiet_years(t.tokens[lo:hi], t.ages[lo:hi], start, end, self.rate, self.rng)
+        targets, exposure = _targets(tokens, ages, start, end)
+        if len(tokens) > self.block:
+            first = PREFIX + self.rng.integers(0, len(tokens) - self.block + 1)
+            keep = np.r_[0:PREFIX, first:first + self.block - PREFIX]
+            tokens, ages, targets, exposure = tokens[keep], ages[keep], targets[keep], exposure[keep]
+            targets[:PREFIX], exposure[:PREFIX] = IGNORE, 0.0  # the window cut the prefix's successor
+        return tokens, ages, targets, exposure
+
+
+def _with_quiet_years(tokens, ages, start, end, rate, rng):
+    """Insert "no event" tokens at uniform random ages in the registered period."""
+    n = rng.poisson(rate * max(end - start, 0.0))
+    quiet = np.sort(rng.uniform(start, end, n)).astype(np.float32)
+    at = np.searchsorted(ages[PREFIX:], quiet, side="right") + PREFIX
+    return np.insert(tokens, at, NO_EVENT_ID), np.insert(ages, at, quiet)
+
+
+def _targets(tokens, ages, start, end):
+    """Next token of each position, and the years of observed time until it (or to the end)."""
+    targets = np.append(tokens[1:], IGNORE).astype(np.int64)
+    targets[:PREFIX - 1] = IGNORE  # demographic tokens are not events
+    following = np.append(ages[1:], end)
+    exposure = np.clip(np.minimum(following, end) - np.maximum(ages, start), 0.0, None)
+    return targets, exposure.astype(np.float32)
+
+
+def _stack(rows, block: int) -> dict[str, torch.Tensor]:
+    n = len(rows)
+    tokens = np.full((n, block), PAD_ID, np.int64)
+    ages = np.zeros((n, block), np.float32)
+    targets = np.full((n, block), IGNORE, np.int64)
+    exposure = np.zeros((n, block), np.float32)
+    for i, (tok, age, tgt, exp) in enumerate(rows):
+        k = len(tok)
+        tokens[i, :k], ages[i, :k], targets[i, :k], exposure[i, :k] = tok, age, tgt, exp
+    return {"tokens": torch.from_numpy(tokens), "ages": torch.from_numpy(ages),
+            "targets": torch.from_numpy(targets), "exposure": torch.from_numpy(exposure)}
+
+
+def landmark_histories(timelines: Timelines, people: np.ndarray, at_age: np.ndarray, block: int):
+    """Each person's history before `at_age`, ending in a "no event" query token at that age.
+
+    Returns (tokens, ages) as (n, block) tensors, left-aligned, and the query positions (n,).
+    """
+    t = timelines
+    rows = []
+    for p, age in zip(people, at_age):
+        lo, hi = t.offsets[p], t.offsets[p + 1]
+        seen = lo + PREFIX + np.searchsorted(t.ages[lo + PREFIX:hi], age, side="left")
+        body = np.arange(max(lo + PREFIX, seen - (block - PREFIX - 1)), seen)
+        index = np.r_[lo:lo + PREFIX, body]
+        rows.append((np.append(t.tokens[index], NO_EVENT_ID), np.append(t.ages[index], np.float32(age))))
+    tokens = np.full((len(rows), block), PAD_ID, np.int64)
+    ages = np.zeros((len(rows), block), np.float32)
+    query = np.empty(len(rows), np.int64)
+    for i, (tok, age) in enumerate(rows):
+        tokens[i, :len(tok)], ages[i, :len(tok)], query[i] = tok, age, len(tok) - 1
+    return torch.from_numpy(tokens), torch.from_numpy(ages), torch.from_numpy(query)

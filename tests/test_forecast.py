@@ -1,0 +1,129 @@
+"""Forecasting and evaluation: durations, landmarks, metrics, and the commands end to end."""
+
+import json
+from datetime import datetime
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from sklearn.metrics import roc_auc_score
+from typer.testing import CliRunner
+
+from farr.cli import app
+from farr.events.io import DatasetWriter, read_outcomes
+from farr.forecast import metrics
+from farr.forecast.landmark import at_age, labels, landmark, landmark_day, outcomes_for
+from farr.forecast.predict import parse_horizons
+from farr.model.tokenizer import Tokenizer
+from farr.simulate.oracle import Oracle
+
+runner = CliRunner()
+
+
+@given(st.lists(st.tuples(st.integers(1, 99), st.sampled_from("ymwd")), min_size=1, max_size=4))
+def test_horizons_parse_as_durations(parts):
+    years = parse_horizons(",".join(f"{n}{unit}" for n, unit in parts))
+    per_unit = {"y": 1, "m": 1 / 12, "w": 7 / 365.25, "d": 1 / 365.25}
+    assert years == pytest.approx([n * per_unit[u] for n, u in parts])
+
+
+@pytest.mark.parametrize("bad", ["5x", "y", "-1y", "0y", "1y,,2y", "ten years"])
+def test_a_horizon_that_is_not_a_duration_is_named(bad):
+    with pytest.raises(ValueError, match="is not a duration"):
+        parse_horizons(bad)
+
+
+def test_binary_metrics_match_sklearn_and_go_na_when_small():
+    rng = np.random.default_rng(0)
+    risk = rng.random(5000)
+    event = rng.random(5000) < risk
+    cell = metrics.binary_metrics(event, risk)
+    assert cell["auroc"] == pytest.approx(roc_auc_score(event, risk))
+    assert cell["calibration_slope"] == pytest.approx(1.0, abs=0.15)
+    assert abs(cell["calibration_in_the_large"]) < 0.02
+    assert metrics.binary_metrics(event[:40], risk[:40])["auroc"] is None
+    assert metrics.headroom(0.7, 0.5, 0.8) == pytest.approx(2 / 3)
+
+
+@pytest.fixture(scope="module")
+def cohort(population):
+    tokenizer = Tokenizer().fit(population)
+    timelines = tokenizer.transform(population)
+    outcomes = outcomes_for(tokenizer, read_outcomes(population))
+    return tokenizer, timelines, outcomes, landmark(timelines, at_age(timelines, 60.0), outcomes)
+
+
+def test_landmark_takes_registered_living_people_and_new_onsets(cohort):
+    tokenizer, timelines, outcomes, mark = cohort
+    assert len(mark.people) > 500
+    assert (timelines.start_age[mark.people] <= 60).all() and (timelines.end_age[mark.people] > 60).all()
+    event, usable = labels(mark, outcomes, 5.0)
+    hypertension = [o.name for o in outcomes].index("hypertension")
+    assert not usable[mark.had_before[:, hypertension], hypertension].any()
+    admission = [o.name for o in outcomes].index("unplanned_admission")
+    assert usable[mark.had_before[:, admission] & (mark.follow_up >= 5), admission].all()
+
+
+def test_oracle_of_coded_outcomes_matches_what_the_record_shows(population, cohort):
+    """The full chain: recorded labels from tokens vs the oracle's risk of a code within 5 years."""
+    _, timelines, outcomes, mark = cohort
+    oracle, truth = Oracle.from_dataset(population)
+    rows = pl.DataFrame({"subject_id": timelines.subject_id[mark.people]}).with_row_index("i")
+    truth = rows.join(pl.from_arrow(truth), on="subject_id").sort("i").drop("i").to_arrow()
+    risks = oracle.risk_on_day(truth, landmark_day(timelines, mark), [5.0], draws=40, seed=1, recorded=True)
+    event, usable = labels(mark, outcomes, 5.0)
+    for name in ("hypertension", "type2_diabetes", "death", "unplanned_admission"):
+        j, k = [o.name for o in outcomes].index(name), risks.outcomes.index(name)
+        p, y = risks.probability[usable[:, j], k, 0], event[usable[:, j], j]
+        p, y = p[~np.isnan(p)], y[~np.isnan(p)]
+        se = np.sqrt(np.mean(p * (1 - p)) / len(p))
+        assert abs(p.mean() - y.mean()) < 4 * se + 0.01, name
+
+
+def test_forecast_generate_and_evaluate_from_the_command_line(population, trained, tmp_path):
+    model = str(trained[0])
+    result = runner.invoke(app, ["forecast", model, str(population), "--at", "60", "--horizon", "3m,1y",
+                                 "--out", str(tmp_path / "f"), "--samples", "2"])
+    assert result.exit_code == 0, result.output
+    risks = pl.read_parquet(tmp_path / "f" / "risks.parquet")
+    assert set(risks["horizon_years"].unique()) == {0.25, 1.0}
+    ok = risks.drop_nulls("risk").filter(pl.col("risk").is_not_nan())
+    assert ok["risk"].is_between(0, 1).all() and ok["risk_sampled"].is_between(0, 1).all()
+    longer = ok.pivot(on="horizon_years", index=["subject_id", "outcome"], values="risk")
+    assert (longer["1.0"] >= longer["0.25"]).all()
+
+    result = runner.invoke(app, ["generate", model, str(population), "--at", "2015-01-01", "--horizon", "6m",
+                                 "--samples", "2", "--out", str(tmp_path / "g")])
+    assert result.exit_code == 0, result.output
+    futures = pl.read_parquet(tmp_path / "g" / "futures.parquet")
+    assert futures["time"].min() >= datetime(2015, 1, 1)
+    assert set(futures["sample"].unique()) <= {0, 1}
+
+    result = runner.invoke(app, ["evaluate", model, str(population), "--out", str(tmp_path / "e"),
+                                 "--horizon", "5y"])
+    assert result.exit_code == 0, result.output
+    evaluation = json.loads((tmp_path / "e" / "evaluation.json").read_text())
+    assert {"model", "floor", "supervised", "oracle"} <= {r["predictor"] for r in evaluation["landmark"]}
+    assert "headroom_auroc_5y" in evaluation["summary"]
+    assert "top10" in evaluation["next_event"]
+    assert "AUROC by outcome" in (tmp_path / "e" / "report.html").read_text()
+
+
+def test_a_dataset_in_another_vocabulary_is_refused(trained, tmp_path):
+    out = tmp_path / "foreign"
+    events = pa.table({"subject_id": pa.array([1, 1], pa.int64()),
+                       "time": pa.array([10**15, 2 * 10**15], pa.timestamp("us")),
+                       "code": ["XYZ/1", "XYZ/2"], "numeric_value": pa.array([None, None], pa.float32())})
+    subjects = pa.table({"subject_id": pa.array([1], pa.int64()), "sex": ["F"], "year_month_of_birth": ["1950-01"],
+                         "ethnicity": ["White"], "imd_quintile": pa.array([3], pa.int8()), "region": ["London"],
+                         "practice_id": ["E01001"], "site_id": ["ICB01"],
+                         "registration_start": pa.array([0], pa.date32()), "registration_end": pa.array([20000], pa.date32()),
+                         "end_reason": ["extract_end"], "national_opt_out": [False], "type1_opt_out": [False]})
+    with DatasetWriter(out) as writer:
+        writer.commit([writer.write_shard(0, events, subjects)], created_by="test", dataset_name="foreign")
+    result = runner.invoke(app, ["forecast", str(trained[0]), str(out), "--at", "60", "--out", str(tmp_path / "f")])
+    assert result.exit_code == 2
+    assert "vocabulary does not know" in result.output and len(result.output.strip().splitlines()) == 1

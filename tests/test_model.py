@@ -1,0 +1,107 @@
+"""The timeline model: exact cached sampling, a loss that learns, and checkpoints that resume."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import farr.model.train
+
+from farr.model.data import PREFIX, TrainingBatches, predictable
+from farr.model.gpt import IGNORE, GPTConfig, TimelineGPT
+from farr.model.train import CHECKPOINT, TrainConfig, load_model, train
+
+
+def _model(vocab=30, **kw):
+    torch.manual_seed(0)
+    mask = torch.ones(vocab, dtype=torch.bool)
+    mask[0] = False
+    return TimelineGPT(GPTConfig(vocab_size=vocab, block_size=16, n_layer=2, n_head=2, n_embd=16, **kw), mask).eval()
+
+
+def test_cached_step_equals_a_full_forward_pass():
+    model = _model()
+    tokens = torch.randint(1, 30, (3, 16))
+    ages = torch.sort(torch.rand(3, 16) * 80, dim=1).values
+    with torch.no_grad():
+        full = model.log_rates(tokens, ages)
+        cache = []
+        model.log_rates(tokens[:, :10], ages[:, :10], cache)
+        padded = [(torch.cat([k, torch.zeros_like(k)[:, :, :6]], 2), torch.cat([v, torch.zeros_like(v)[:, :, :6]], 2))
+                  for k, v in cache]
+        for position in range(10, 16):
+            step = model.step(tokens[:, position], ages[:, position], torch.full((3,), position), padded)
+            torch.testing.assert_close(step, full[:, position], rtol=1e-4, atol=1e-4)
+
+
+def test_loss_is_the_competing_risks_likelihood():
+    model = _model()
+    tokens = torch.tensor([[1, 2, 3, 4]])
+    ages = torch.tensor([[0.0, 1.0, 1.0, 3.0]])
+    targets = torch.tensor([[2, 3, 4, IGNORE]])
+    exposure = torch.tensor([[1.0, 0.0, 2.0, 0.5]])
+    out = model(tokens, ages, targets, exposure)
+    log_rate = model.log_rates(tokens, ages)[0]
+    total = log_rate.logsumexp(-1).exp()
+    expected = (-log_rate[0, 2] + total[0] * 1.0) + (-log_rate[1, 3] + log_rate[1].logsumexp(-1)) \
+        + (-log_rate[2, 4] + total[2] * 2.0) + total[3] * 0.5
+    torch.testing.assert_close(out["loss"] * 3, expected)
+
+
+def test_unpredictable_tokens_have_no_rate():
+    model = _model()
+    rates = model.log_rates(torch.tensor([[1, 2]]), torch.tensor([[0.0, 1.0]]))
+    assert torch.isinf(rates[..., 0]).all()
+
+
+def test_training_learns_and_writes_a_loadable_model(trained):
+    out, summary, _ = trained
+    log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+    assert [row["step"] for row in log] == [20, 40, 60]
+    assert log[-1]["val_loss"] < log[0]["val_loss"] - 0.3 and summary["tokens_per_second"] > 0
+    model, tokenizer = load_model(out)
+    assert model.cfg.vocab_size == len(tokenizer)
+
+
+def test_a_run_killed_after_a_checkpoint_resumes_exactly(population, tmp_path, trained, monkeypatch):
+    _, _, cfg = trained
+    save = farr.model.train._save_checkpoint
+
+    def crash_at_40(out, model, optimiser, batches, config, step):
+        save(out, model, optimiser, batches, config, step)
+        if step == 40:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(farr.model.train, "_save_checkpoint", crash_at_40)
+    with pytest.raises(KeyboardInterrupt):
+        train(population, tmp_path / "a", cfg, progress=False)
+    monkeypatch.setattr(farr.model.train, "_save_checkpoint", save)
+    train(population, tmp_path / "a", cfg, resume=True, progress=False)
+    reference, _ = load_model(trained[0])
+    resumed, _ = load_model(tmp_path / "a")
+    for a, b in zip(reference.state_dict().values(), resumed.state_dict().values()):
+        torch.testing.assert_close(a, b)
+
+
+def test_existing_model_needs_resume_and_corrupt_checkpoint_is_named(population, tmp_path, trained):
+    _, _, cfg = trained
+    with pytest.raises(FileExistsError, match="--resume"):
+        train(population, trained[0], cfg, progress=False)
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / CHECKPOINT).write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="corrupted checkpoint"):
+        train(population, tmp_path / "m", cfg, resume=True, progress=False)
+
+
+def test_training_windows_keep_the_demographic_prefix(population):
+    from farr.model.tokenizer import Tokenizer
+
+    tokenizer = Tokenizer().fit(population)
+    timelines = tokenizer.transform(population)
+    batch = TrainingBatches(timelines, np.arange(len(timelines)), 32, seed=0)(64)
+    assert (batch["tokens"][:, :PREFIX] > 0).all()
+    demographic = ~predictable(tokenizer.vocabulary)
+    targets = batch["targets"][batch["targets"] != IGNORE]
+    assert not demographic[targets].any()
+    assert (batch["exposure"] >= 0).all()
