@@ -101,7 +101,8 @@ def ingest(
     workers: int = typer.Option(0, "--workers", help="Worker processes (0: one per core)."),
 ) -> None:
     """Ingest an extract: pseudonymise, uphold opt-outs, quarantine bad records, report risk."""
-    from farr.ingest import Options, ingest as run_ingest
+    from farr.ingest import Options
+    from farr.ingest import ingest as run_ingest
 
     options = Options(k=k, birth_band=birth_band, generalise=generalise, workers=workers or None,
                       progress=sys.stderr.isatty())

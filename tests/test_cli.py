@@ -8,7 +8,8 @@ from farr.cli import app
 runner = CliRunner()
 
 
-@pytest.mark.parametrize("command", [[], ["simulate"], ["demo"], ["validate"]])
+@pytest.mark.parametrize("command", [[], ["simulate"], ["demo"], ["validate"], ["train"], ["forecast"],
+                                     ["generate"], ["evaluate"]])
 def test_every_command_has_help(command):
     result = runner.invoke(app, [*command, "--help"])
     assert result.exit_code == 0
@@ -63,8 +64,10 @@ def test_simulate_then_validate(tmp_path):
     assert "data/00000.parquet" in result.output
 
 
-def test_demo_simulates_and_reports(tmp_path):
-    result = runner.invoke(app, ["demo", "--out", str(tmp_path), "-n", "2000"])
+def test_demo_simulates_trains_evaluates_and_reports(tmp_path):
+    result = runner.invoke(app, ["demo", "--out", str(tmp_path), "-n", "3000", "--steps", "30"])
     assert result.exit_code == 0, result.output
     html = (tmp_path / "population" / "report" / "report.html").read_text()
     assert "Against published England figures" in html and "age_pyramid.png" in html
+    assert "AUROC by outcome" in (tmp_path / "evaluation" / "report.html").read_text()
+    assert "model evaluation" in (tmp_path / "report.html").read_text()

@@ -7,10 +7,9 @@ import pytest
 import torch
 
 import farr.model.train
-
 from farr.model.data import PREFIX, TrainingBatches, predictable
 from farr.model.gpt import IGNORE, GPTConfig, TimelineGPT
-from farr.model.train import CHECKPOINT, TrainConfig, load_model, train
+from farr.model.train import CHECKPOINT, load_model, train
 
 
 def _model(vocab=30, **kw):
@@ -105,3 +104,21 @@ def test_training_windows_keep_the_demographic_prefix(population):
     targets = batch["targets"][batch["targets"] != IGNORE]
     assert not demographic[targets].any()
     assert (batch["exposure"] >= 0).all()
+
+
+@pytest.mark.slow
+def test_distributed_training_under_torchrun(population, tmp_path):
+    """Two CPU processes with DistributedDataParallel (gloo), as on many GPUs."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    torchrun = Path(sys.executable).with_name("torchrun")
+    out = tmp_path / "ddp"
+    run = subprocess.run([str(torchrun), "--standalone", "--nproc-per-node", "2", "-m", "farr.cli", "train",
+                          str(population), "--out", str(out), "--config", "tiny", "--steps", "6", "--batch-size", "8"],
+                         capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert (out / "model.pt").exists()
+    model, tokenizer = load_model(out)
+    assert model.cfg.vocab_size == len(tokenizer)

@@ -4,6 +4,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
+from farr.simulate.calendar import DAYS_PER_YEAR
 from farr.simulate.engine import simulate
 from farr.simulate.hazards import build_model, static_log_hazard
 from farr.simulate.oracle import Oracle
@@ -82,3 +83,32 @@ def test_oracle_knows_only_the_past_and_marks_those_not_at_risk(cohort):
     assert not np.isnan(risks.probability[~had_t2d & ~(h.onset[:500, model.death] <= 30), j]).any()
     longer = risks.probability[..., 1] >= risks.probability[..., 0]
     assert longer[~np.isnan(risks.probability[..., 0])].all()
+
+
+def test_true_likelihood_integrates_the_engine_hazard(cohort):
+    """The compensator: over many windows, the integrated true hazard equals the event count."""
+    from farr.simulate.oracle import EXACTLY_RECORDED
+
+    model, truth, h = cohort
+    people = np.flatnonzero(~(h.onset[:, model.death] <= LANDMARK))[:6000]
+    end = np.fmin(h.onset[people, model.death], LANDMARK + HORIZON)
+    window = (np.full(len(people), LANDMARK), end)
+    ae = model.index("ae_attendance")
+    rows = np.flatnonzero((h.recurrent_process == ae) & np.isin(h.recurrent_person, people))
+    where = {p: i for i, p in enumerate(people)}
+    person = np.array([where[p] for p in h.recurrent_person[rows]])
+    died = np.flatnonzero(h.onset[people, model.death] <= LANDMARK + HORIZON)
+    oracle = Oracle(model)
+    sub = truth.take(people)
+    birth = sub["birth_year"].to_numpy()
+    day = lambda p, age: (birth[p] + age - 1970) * DAYS_PER_YEAR  # noqa: E731
+    everyone = np.arange(len(people))
+    window = (day(everyone, window[0]), day(everyone, window[1]))
+    events = len(rows) + len(died)
+    nll = oracle.negative_log_likelihood(sub, window, np.r_[person, died],
+                                         day(np.r_[person, died], np.r_[h.recurrent_age[rows], end[died]]),
+                                         ["ae_attendance"] * len(rows) + ["death"] * len(died))
+    integral = oracle.negative_log_likelihood(sub, window, np.zeros(0, int), np.zeros(0), [])
+    assert abs(integral - events) < 4 * np.sqrt(events)
+    assert EXACTLY_RECORDED == ("ae_attendance", "death")
+    assert np.isfinite(nll) and nll > integral - 10 * events

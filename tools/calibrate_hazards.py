@@ -15,7 +15,6 @@ from pathlib import Path
 import numpy as np
 
 import farr.simulate.baseline
-
 from farr.simulate.engine import simulate
 from farr.simulate.hazards import build_model, default_spec, static_log_hazard
 from farr.simulate.population import draw_population

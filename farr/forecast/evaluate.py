@@ -13,14 +13,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
-import polars as pl
-import pyarrow as pa
 
 from farr.events.io import read_outcomes
 from farr.forecast import metrics as m
 from farr.forecast.baselines import incidence_floor, supervised_baseline
 from farr.forecast.generate import sampled_first_occurrences
-from farr.forecast.landmark import Landmark, at_age, landmark, landmark_day, labels, outcomes_for
+from farr.forecast.landmark import Landmark, at_age, labels, landmark, landmark_day, outcomes_for
+from farr.forecast.likelihood import excess_nll, truth_rows
 from farr.forecast.risk import analytic_risk, landmark_rates, not_at_risk, rollout_risk
 from farr.model.tokenizer import SPLIT_PERCENT, Timelines
 from farr.model.train import load_model
@@ -68,9 +67,9 @@ def evaluate(model_dir: str | Path, dataset: str | Path, cfg: EvaluationConfig =
     risks = {"model": analytic_risk(landmark_rates(model, timelines, test), outcomes, horizons),
              "floor": incidence_floor(tokenizer, timelines, train, test, outcomes, horizons),
              "supervised": supervised_baseline(tokenizer, timelines, train, test, outcomes, horizons)}
-    oracle = _oracle_risk(dataset, timelines, test, outcomes, horizons, cfg)
-    if oracle is not None:
-        risks["oracle"] = oracle
+    truth = _truth(dataset, cfg)
+    if truth is not None:
+        risks["oracle"] = _oracle_risk(*truth, timelines, test, outcomes, horizons, cfg)
     blocked = not_at_risk(test, outcomes)
     risks = {name: np.where(blocked[:, :, None], np.nan, r) for name, r in risks.items()}
     result = {"config": asdict(cfg), "people": int(len(test.people)), "outcomes": [o.name for o in outcomes],
@@ -78,24 +77,28 @@ def evaluate(model_dir: str | Path, dataset: str | Path, cfg: EvaluationConfig =
               "survival": _survival_metrics(train, test, outcomes, horizons, risks),
               "rollouts": _rollout_check(model, timelines, test, outcomes, horizons, risks["model"], cfg),
               "next_event": next_event_metrics(model, timelines, chosen, outcomes, cfg)}
+    if truth is not None:
+        result["excess_nll"] = excess_nll(model, timelines, chosen, outcomes, *truth, cfg)
     result["summary"] = _summary(result, horizons)
     return result
 
 
-def _oracle_risk(dataset, timelines: Timelines, test: Landmark, outcomes, horizons, cfg) -> np.ndarray | None:
-    """The oracle's risk of each outcome being coded within each horizon (None: not a simulation)."""
+def _truth(dataset, cfg: EvaluationConfig):
+    """(oracle, truth table) of a simulated dataset; None (with a note) for any other."""
     from farr.simulate.oracle import Oracle
 
     try:
-        oracle, truth = Oracle.from_dataset(dataset)
+        return Oracle.from_dataset(dataset)
     except FileNotFoundError:
         cfg.notes.append("no ground truth in the dataset: oracle metrics omitted")
         return None
-    ids = pa.table({"subject_id": timelines.subject_id[test.people]})
-    rows = pl.from_arrow(ids).with_row_index("order").join(pl.from_arrow(truth), on="subject_id", how="left")
-    truth_rows = rows.sort("order").drop("order").to_arrow()
-    day = landmark_day(timelines, test)
-    risks = oracle.risk_on_day(truth_rows, day, horizons, draws=cfg.oracle_draws, seed=cfg.seed, recorded=True)
+
+
+def _oracle_risk(oracle, truth, timelines: Timelines, test: Landmark, outcomes, horizons, cfg) -> np.ndarray:
+    """The oracle's risk of each outcome being coded within each horizon."""
+    rows = truth_rows(truth, timelines.subject_id[test.people])
+    risks = oracle.risk_on_day(rows, landmark_day(timelines, test), horizons, draws=cfg.oracle_draws,
+                               seed=cfg.seed, recorded=True)
     column = {name: j for j, name in enumerate(risks.outcomes)}
     return np.stack([risks.probability[:, column[o.name]] if o.name in column
                      else np.full((len(test.people), len(horizons)), np.nan) for o in outcomes], axis=1)

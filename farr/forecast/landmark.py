@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from farr.model.tokenizer import Timelines, Tokenizer
+from farr.model.tokenizer import DAYS_PER_YEAR, Timelines, Tokenizer
 
 
 @dataclass(frozen=True)
@@ -44,12 +44,12 @@ def at_age(timelines: Timelines, age: float | np.ndarray) -> np.ndarray:
 
 def at_date(timelines: Timelines, day: int) -> np.ndarray:
     """Each person's age on a date (days since 1970-01-01)."""
-    return (day - timelines.birth_day) / 365.25
+    return (day - timelines.birth_day) / DAYS_PER_YEAR
 
 
 def landmark_day(timelines: Timelines, mark: Landmark) -> np.ndarray:
     """The date of each person's landmark, in (fractional) days since 1970-01-01."""
-    return timelines.birth_day[mark.people] + mark.age * 365.25
+    return timelines.birth_day[mark.people] + mark.age * DAYS_PER_YEAR
 
 
 def landmark(timelines: Timelines, age: np.ndarray, outcomes: list[Outcome],

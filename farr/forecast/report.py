@@ -38,6 +38,11 @@ def write_evaluation_report(result: dict, out: str | Path, title: str = "farr mo
     report.heading("Time to event")
     report.table(["predictor", "macro Uno's C"],
                  [[p, macro(r["uno_c"] for r in result["survival"] if r["predictor"] == p) or "NA"] for p in present])
+    if "excess_nll" in result:
+        report.heading("Likelihood against the true hazards")
+        report.text("Negative log-likelihood per event of A&E attendances and deaths (recorded exactly as they "
+                    "happen), model minus the true model: 0 is the truth, higher is further from it.")
+        report.table(["metric", "value"], [[k, v] for k, v in result["excess_nll"].items()])
     report.heading("Next event")
     report.table(["metric", "value"], [[k, v if v is not None else "NA"] for k, v in result["next_event"].items()])
     report.heading("Sampled futures against the analytic rates")

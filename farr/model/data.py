@@ -24,18 +24,32 @@ def predictable(vocabulary: list[str]) -> torch.Tensor:
 
 
 class TrainingBatches:
-    """Random windows of random people, with "no event" tokens, targets and observed exposure."""
+    """Random windows of random people, with "no event" tokens, targets and observed exposure.
+
+    People are drawn from length buckets (a bucket with probability in proportion to its people,
+    so each person is equally likely) and a batch is as long as its longest sequence, holding
+    more people when they are short: little compute goes on padding."""
+
+    BUCKETS = 8
 
     def __init__(self, timelines: Timelines, people: np.ndarray, block_size: int, seed: int,
                  no_event_per_year: float = 0.2):
         if len(people) == 0:
             raise ValueError("no people to train on: the dataset (or its split) is empty")
-        self.t, self.people, self.block = timelines, people, block_size
+        self.t, self.block = timelines, block_size
         self.rate = no_event_per_year
         self.rng = np.random.default_rng(seed)
+        length = np.diff(timelines.offsets)[people] + no_event_per_year * (timelines.end_age - timelines.start_age)[people]
+        order = np.argsort(length, kind="stable")
+        self.buckets = np.array_split(people[order], min(self.BUCKETS, len(people)))
+        self.longest = [min(block_size, float(length[order][len(np.concatenate(self.buckets[:i + 1])) - 1]) + 8)
+                        for i in range(len(self.buckets))]
 
     def __call__(self, batch_size: int) -> dict[str, torch.Tensor]:
-        return self.batch_of(self.rng.choice(self.people, batch_size))
+        sizes = np.array([len(b) for b in self.buckets])
+        b = self.rng.choice(len(self.buckets), p=sizes / sizes.sum())
+        n = int(min(8 * batch_size, max(batch_size, batch_size * self.block // self.longest[b])))
+        return self.batch_of(self.rng.choice(self.buckets[b], n))
 
     def batch_of(self, people: np.ndarray) -> dict[str, torch.Tensor]:
         return _stack([self._sequence(p) for p in people], self.block)
@@ -72,7 +86,8 @@ def _targets(tokens, ages, start, end):
 
 
 def _stack(rows, block: int) -> dict[str, torch.Tensor]:
-    n = len(rows)
+    """Pad to the longest row (at most `block`)."""
+    n, block = len(rows), min(block, max(len(r[0]) for r in rows))
     tokens = np.full((n, block), PAD_ID, np.int64)
     ages = np.zeros((n, block), np.float32)
     targets = np.full((n, block), IGNORE, np.int64)

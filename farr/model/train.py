@@ -2,7 +2,8 @@
 
 Checkpoints (model, optimiser, step and every random state) are written atomically, so a run
 stopped at any point resumes from the last checkpoint and continues exactly as it would have.
-Under `torchrun` it trains with DistributedDataParallel, one process per device.
+Under `torchrun` it trains with DistributedDataParallel, one process per device (gloo on CPU,
+NCCL on GPUs); there, a resumed run continues from the checkpoint with fresh per-rank sampling.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
 from farr.model.data import TrainingBatches, predictable
 from farr.model.gpt import PRESETS, GPTConfig, TimelineGPT
-from farr.model.tokenizer import Tokenizer, Timelines
+from farr.model.tokenizer import Timelines, Tokenizer
 
 CHECKPOINT, WEIGHTS, TOKENIZER, LOG = "checkpoint.pt", "model.pt", "tokenizer.json", "train_log.jsonl"
 
@@ -96,6 +97,8 @@ def train(dataset: str | Path, out: str | Path, cfg: TrainConfig, *, resume: boo
                               seed=cfg.seed + rank)
     if resume:
         step = _restore(state, model, optimiser, batches)
+        if world > 1:  # the checkpoint holds rank 0's sampler: give each rank its own stream again
+            batches.rng = np.random.default_rng([cfg.seed, rank, step])
     else:
         step = 0
         if rank == 0:
@@ -125,7 +128,7 @@ def _loop(ddp, model, optimiser, batches, validation, cfg, out, step, rank, worl
             step += 1
             train_seconds += time.perf_counter() - tick
             tokens_seen += int((batch["tokens"] != 0).sum()) * world
-            out_of_time = cfg.minutes is not None and time.perf_counter() - started > cfg.minutes * 60
+            out_of_time = _agree(cfg.minutes is not None and time.perf_counter() - started > cfg.minutes * 60, world)
             if step % cfg.eval_every == 0 or step == cfg.max_steps or out_of_time:
                 summary = _evaluate(model, validation, device) | {"step": step, "train_loss": loss.item(),
                                                                    "tokens_per_second": tokens_seen / train_seconds}
@@ -141,6 +144,15 @@ def _loop(ddp, model, optimiser, batches, validation, cfg, out, step, rank, worl
     if rank == 0:
         save_model(out, model)
     return summary | {"parameters": model.parameter_count(), "flops_per_token": model.flops_per_token()}
+
+
+def _agree(flag: bool, world: int) -> bool:
+    """Rank 0's decision, so that every process stops at the same step."""
+    if world == 1:
+        return flag
+    value = torch.tensor([int(flag)])
+    dist.broadcast(value, 0)
+    return bool(value.item())
 
 
 def _optimiser(model: TimelineGPT, cfg: TrainConfig, device: torch.device) -> torch.optim.Optimizer:

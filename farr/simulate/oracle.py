@@ -23,10 +23,13 @@ import pyarrow as pa
 from farr.simulate.calendar import from_days
 from farr.simulate.codes import DIAGNOSES
 from farr.simulate.engine import simulate
-from farr.simulate.hazards import HazardModel, static_log_hazard
+from farr.simulate.hazards import MAX_AGE, HazardModel, covid_log_multiplier, static_log_hazard
 from farr.simulate.simulator import read_truth
 
 ROWS_PER_BATCH = 200_000  # people × draws simulated at once, to bound memory
+# Processes the record holds exactly as they happen (while registered): their likelihood under
+# the true model is the yardstick for a model's likelihood of the same events.
+EXACTLY_RECORDED = ("ae_attendance", "death")
 
 
 @dataclass
@@ -73,18 +76,68 @@ class Oracle:
         age = from_days(np.asarray(day, dtype=float)) - truth["birth_year"].to_numpy()
         return self.risk(truth, age, horizons, **options)
 
-    def _batch(self, truth: pa.Table, age: np.ndarray, horizons, draws: int, rng, recorded: bool) -> np.ndarray:
+    def negative_log_likelihood(self, truth: pa.Table, window: tuple[np.ndarray, np.ndarray],
+                                event_person: np.ndarray, event_day: np.ndarray, event_process: list[str],
+                                processes: Sequence[str] = EXACTLY_RECORDED) -> float:
+        """−log-likelihood under the true hazards of the events of `processes` seen in each
+        person's window (first day, last day): −Σ log λ(event) + ∫ Σ λ over the windows.
+        Days are (fractional) days since 1970-01-01."""
+        m = self.model
+        columns = np.array([m.index(p) for p in processes])
+        onset, static, birth_year = self._state(truth)
+        event_age = from_days(event_day) - birth_year[event_person]
+        window = tuple(from_days(w) - birth_year for w in window)
+        which = np.array([m.index(p) for p in event_process], dtype=int)
+        at_events = self._log_hazard(onset, static, birth_year, event_person, event_age)
+        person, start, length = self._pieces(onset, *window)
+        rates = np.exp(self._log_hazard(onset, static, birth_year, person, start)[:, columns])
+        return float(-at_events[np.arange(len(which)), which].sum() + (rates.sum(axis=1) * length).sum())
+
+    def _state(self, truth: pa.Table):
         m = self.model
         onset = np.column_stack([truth[f"onset_{name}"].to_numpy(zero_copy_only=False)
-                                 if f"onset_{name}" in truth.column_names else np.full(len(age), np.nan)
+                                 if f"onset_{name}" in truth.column_names else np.full(truth.num_rows, np.nan)
                                  for name in m.names])
+        static = static_log_hazard(m, *(truth[c].to_numpy(zero_copy_only=False)
+                                        for c in ("male", "ethnicity", "imd_quintile", "frailty")))
+        return onset, static, truth["birth_year"].to_numpy()
+
+    def _log_hazard(self, onset, static, birth_year, person: np.ndarray, t: np.ndarray) -> np.ndarray:
+        """(m, P) log hazards of `person` at ages `t`, as the engine defines them (its pieces
+        start at whole ages, onsets and acute-window ends; the pandemic calendar is read there)."""
+        m = self.model
+        on = onset[person]
+        had = on <= t[:, None]
+        acute_end = on + m.acute_years
+        inside = had & (t[:, None] < acute_end) & (m.acute_years > 0)
+        lp = (static[person] + m.log_base[np.minimum(t.astype(int), MAX_AGE)] + had @ m.chronic
+              + inside @ m.acute)
+        piece_start = np.fmax(np.floor(t), np.nanmax(np.where(had, on, -np.inf), axis=1))
+        piece_start = np.fmax(piece_start, np.max(np.where((acute_end <= t[:, None]) & (m.acute_years > 0),
+                                                           acute_end, -np.inf), axis=1))
+        lp[:, m.covid_era] += covid_log_multiplier(m, birth_year[person] + piece_start)[:, None]
+        return lp
+
+    def _pieces(self, onset: np.ndarray, first: np.ndarray, last: np.ndarray):
+        """(person, start, length) of the constant-hazard pieces covering each window."""
+        people, starts, lengths = [], [], []
+        ends = onset + self.model.acute_years
+        for i, (a, b) in enumerate(zip(first, last)):
+            cuts = np.concatenate([[a, b], np.arange(np.ceil(a), b), onset[i], ends[i]])
+            cuts = np.unique(cuts[(cuts >= a) & (cuts <= b)])
+            people.append(np.full(len(cuts) - 1, i))
+            starts.append(cuts[:-1])
+            lengths.append(np.diff(cuts))
+        return np.concatenate(people), np.concatenate(starts), np.concatenate(lengths)
+
+    def _batch(self, truth: pa.Table, age: np.ndarray, horizons, draws: int, rng, recorded: bool) -> np.ndarray:
+        m = self.model
+        onset, static, birth_year = self._state(truth)
         history = np.where(onset <= age[:, None], onset, np.nan)  # only the past is known
         person = np.repeat(np.arange(len(age)), draws)
-        lp = static_log_hazard(m, *(truth[c].to_numpy(zero_copy_only=False)[person]
-                                    for c in ("male", "ethnicity", "imd_quintile", "frailty")))
         start, stop = age[person], age[person] + max(horizons)
-        birth_year = truth["birth_year"].to_numpy()[person]
-        h = simulate(m, lp, birth_year, start, stop, rng, onset=history[person], window=(start, stop))
+        h = simulate(m, static[person], birth_year[person], start, stop, rng, onset=history[person],
+                     window=(start, stop))
 
         first = np.where(np.isnan(history[person]), h.onset, np.nan)  # new onsets only
         recurrent_first = np.full_like(first, np.inf)

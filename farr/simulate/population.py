@@ -6,7 +6,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from farr.events.schema import ETHNICITIES
 from farr.simulate import england as eng
 from farr.simulate.engine import Histories, categorical, simulate
 from farr.simulate.hazards import MAX_AGE, HazardModel, static_log_hazard
