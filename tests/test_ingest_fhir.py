@@ -9,12 +9,24 @@ import polars as pl
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from ingest_support import assert_nowhere, farr, ingest, project_key, quarantine, subject_ids
+from ingest_support import (
+    assert_nowhere,
+    farr,
+    ingest,
+    project_key,
+    quarantine,
+    subject_ids,
+)
 
 from farr.events import nhs_number
 from farr.events.io import verify
 from farr.ingest.fhir import Collector
-from farr.ingest.fhir_examples import bundle, patient_resources, write_bundles, write_ndjson
+from farr.ingest.fhir_examples import (
+    bundle,
+    patient_resources,
+    write_bundles,
+    write_ndjson,
+)
 from farr.ingest.source import parse_times
 
 NHS = nhs_number.generate(np.random.default_rng(7), 12).tolist()

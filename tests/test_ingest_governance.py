@@ -10,9 +10,19 @@ from hypothesis import strategies as st
 
 from farr.events import nhs_number
 from farr.events.schema import REGIONS
-from farr.governance.deidentify import MASK, mask_record, nhs_number_problems, region_of_postcodes
+from farr.governance.deidentify import (
+    MASK,
+    mask_record,
+    nhs_number_problems,
+    region_of_postcodes,
+)
 from farr.governance.kanonymity import assess, generalise, quasi_identifiers
-from farr.governance.pseudonymise import ProjectKey, PseudonymCollision, first_repeats, load_or_create_key
+from farr.governance.pseudonymise import (
+    ProjectKey,
+    PseudonymCollision,
+    first_repeats,
+    load_or_create_key,
+)
 from farr.simulate.england import REGION_POSTCODE_AREAS
 
 digit_strings = st.text(alphabet="0123456789 -", min_size=8, max_size=14)

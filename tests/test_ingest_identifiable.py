@@ -7,7 +7,15 @@ import numpy as np
 import polars as pl
 import pyarrow.parquet as pq
 import pytest
-from ingest_support import assert_nowhere, farr, ingest, manifest, project_key, quarantine, subject_ids
+from ingest_support import (
+    assert_nowhere,
+    farr,
+    ingest,
+    manifest,
+    project_key,
+    quarantine,
+    subject_ids,
+)
 
 from farr.events.io import verify
 from farr.governance.pseudonymise import ProjectKey, PseudonymCollision

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from farr.events.io import read_outcomes
 from farr.forecast import metrics as m
@@ -21,6 +22,7 @@ from farr.forecast.generate import sampled_first_occurrences
 from farr.forecast.landmark import Landmark, at_age, labels, landmark, landmark_day, outcomes_for
 from farr.forecast.likelihood import excess_nll, truth_rows
 from farr.forecast.risk import analytic_risk, landmark_rates, not_at_risk, rollout_risk
+from farr.model.data import NO_EVENT_ID, TrainingBatches
 from farr.model.tokenizer import SPLIT_PERCENT, Timelines
 from farr.model.train import load_model
 
@@ -153,10 +155,6 @@ def _rollout_check(model, timelines, test: Landmark, outcomes, horizons, analyti
 
 def next_event_metrics(model, timelines: Timelines, people: np.ndarray, outcomes, cfg) -> dict:
     """Top-k accuracy of the next event, and Foresight-style hit@10 for new diagnoses within 365 days."""
-    import torch
-
-    from farr.model.data import NO_EVENT_ID, TrainingBatches
-
     rng = np.random.default_rng(cfg.seed)
     sample = rng.choice(people, min(cfg.next_event_people, len(people)), replace=False)
     batches = TrainingBatches(timelines, sample, model.cfg.block_size, seed=cfg.seed, no_event_per_year=0.0)

@@ -106,44 +106,72 @@ def train(dataset: str | Path, out: str | Path, cfg: TrainConfig, *, resume: boo
             tokenizer.save(out / TOKENIZER)
     ddp = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
     validation = _validation_batches(timelines, split, model.cfg.block_size, cfg)
-    return _loop(ddp, model, optimiser, batches, validation, cfg, out, step, rank, world, device, progress)
+    run = _Run(cfg, out, model, ddp, optimiser, batches, validation, rank, world, device)
+    return _loop(run, step, progress)
 
 
-def _loop(ddp, model, optimiser, batches, validation, cfg, out, step, rank, world, device, progress) -> dict:
-    started, tokens_seen, train_seconds = time.perf_counter(), 0, 0.0
-    summary = {}
+@dataclass
+class _Run:
+    """What one training run works with, in this process."""
+
+    cfg: TrainConfig
+    out: Path
+    model: TimelineGPT
+    ddp: torch.nn.Module  # the model, wrapped for DistributedDataParallel when there are several processes
+    optimiser: torch.optim.Optimizer
+    batches: TrainingBatches
+    validation: list[dict]
+    rank: int
+    world: int
+    device: torch.device
+
+    def optimise(self, step: int) -> tuple[float, int]:
+        """One optimisation step; returns the batch loss and its (non-padding) tokens."""
+        batch = {k: v.to(self.device) for k, v in self.batches(self.cfg.batch_size).items()}
+        for group in self.optimiser.param_groups:
+            group["lr"] = learning_rate(self.cfg, step)
+        loss = self.ddp(**batch)["loss"]
+        self.optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
+        self.optimiser.step()
+        return loss.item(), int((batch["tokens"] != 0).sum()) * self.world
+
+    def log(self, summary: dict) -> None:
+        if self.rank == 0:
+            with open(self.out / LOG, "a") as log:
+                log.write(json.dumps(summary) + "\n")
+
+    def checkpoint(self, step: int) -> None:
+        if self.rank == 0:
+            _save_checkpoint(self.out, self.model, self.optimiser, self.batches, self.cfg, step)
+
+
+def _loop(run: _Run, step: int, progress: bool) -> dict:
+    cfg = run.cfg
+    started, tokens_seen, train_seconds, summary = time.perf_counter(), 0, 0.0, {}
     with Progress(TextColumn("training"), BarColumn(), TextColumn("{task.completed}/{task.total} {task.fields[info]}"),
-                  TimeRemainingColumn(), disable=not (progress and rank == 0)) as bar:
+                  TimeRemainingColumn(), disable=not (progress and run.rank == 0)) as bar:
         task = bar.add_task("train", total=cfg.max_steps, completed=step, info="")
         while step < cfg.max_steps:
             tick = time.perf_counter()
-            batch = {k: v.to(device) for k, v in batches(cfg.batch_size).items()}
-            for group in optimiser.param_groups:
-                group["lr"] = learning_rate(cfg, step)
-            loss = ddp(**batch)["loss"]
-            optimiser.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            optimiser.step()
-            step += 1
-            train_seconds += time.perf_counter() - tick
-            tokens_seen += int((batch["tokens"] != 0).sum()) * world
-            out_of_time = _agree(cfg.minutes is not None and time.perf_counter() - started > cfg.minutes * 60, world)
-            if step % cfg.eval_every == 0 or step == cfg.max_steps or out_of_time:
-                summary = _evaluate(model, validation, device) | {"step": step, "train_loss": loss.item(),
-                                                                   "tokens_per_second": tokens_seen / train_seconds}
+            loss, tokens = run.optimise(step)
+            step, train_seconds, tokens_seen = step + 1, train_seconds + time.perf_counter() - tick, tokens_seen + tokens
+            out_of_time = _agree(cfg.minutes is not None and time.perf_counter() - started > cfg.minutes * 60, run.world)
+            last = step == cfg.max_steps or out_of_time
+            if step % cfg.eval_every == 0 or last:
+                summary = _evaluate(run.model, run.validation, run.device) | {
+                    "step": step, "train_loss": loss, "tokens_per_second": tokens_seen / train_seconds}
                 bar.update(task, info=f"val {summary['val_loss']:.3f}")
-                if rank == 0:
-                    with open(out / LOG, "a") as log:
-                        log.write(json.dumps(summary) + "\n")
-            if rank == 0 and (step % cfg.checkpoint_every == 0 or step == cfg.max_steps or out_of_time):
-                _save_checkpoint(out, model, optimiser, batches, cfg, step)
+                run.log(summary)
+            if step % cfg.checkpoint_every == 0 or last:
+                run.checkpoint(step)
             bar.update(task, completed=step)
             if out_of_time:
                 break
-    if rank == 0:
-        save_model(out, model)
-    return summary | {"parameters": model.parameter_count(), "flops_per_token": model.flops_per_token()}
+    if run.rank == 0:
+        save_model(run.out, run.model)
+    return summary | {"parameters": run.model.parameter_count(), "flops_per_token": run.model.flops_per_token()}
 
 
 def _agree(flag: bool, world: int) -> bool:
