@@ -127,3 +127,21 @@ def test_a_dataset_in_another_vocabulary_is_refused(trained, tmp_path):
     result = runner.invoke(app, ["forecast", str(trained[0]), str(out), "--at", "60", "--out", str(tmp_path / "f")])
     assert result.exit_code == 2
     assert "vocabulary does not know" in result.output and len(result.output.strip().splitlines()) == 1
+
+
+def test_a_landmark_that_is_neither_age_nor_date_is_named(population, trained, tmp_path):
+    result = runner.invoke(app, ["forecast", str(trained[0]), str(population), "--at", "sixty",
+                                 "--out", str(tmp_path / "f")])
+    assert result.exit_code == 2
+    assert "--at 'sixty' is neither an age in years nor a date" in result.output
+
+
+def test_a_corrupted_model_is_named(population, trained, tmp_path):
+    import shutil
+
+    broken = tmp_path / "broken"
+    shutil.copytree(trained[0], broken)
+    (broken / "model.pt").write_bytes(b"\x00" * 100)
+    result = runner.invoke(app, ["evaluate", str(broken), str(population), "--out", str(tmp_path / "e")])
+    assert result.exit_code == 2
+    assert "model.pt: corrupted checkpoint" in result.output and len(result.output.strip().splitlines()) == 1

@@ -137,3 +137,9 @@ def test_oracle_reads_its_truth_from_the_dataset(population):
     risks = oracle.risk(truth.slice(0, 200), 60.0, [5.0], draws=20)
     assert risks.probability.shape == (200, len(oracle.outcomes), 1)
     assert np.nanmax(risks.probability) <= 1.0
+
+
+def test_no_date_in_the_subjects_table_is_a_date_of_birth(population):
+    subjects = scan_subjects(population).collect()
+    for column in ("registration_start", "registration_end"):
+        assert (subjects[column] != subjects["date_of_birth"]).all(), column

@@ -66,7 +66,9 @@ def _draw_entry(rng: np.random.Generator, n: int):
     age = np.minimum(eng.AGE_BANDS[band] + within, MAX_AGE - 5)
     male = rng.random(n) >= eng.FEMALE_SHARE[band]
     arrival_age = 18 + rng.random(n) * 27  # most arrivals are young adults
-    age = np.select([kind == 1, kind == 2], [0.0, arrival_age], age)
+    # Newborns join a practice in their first weeks (so registration never dates the birth).
+    newborn_age = (14 + rng.random(n) * 42) / 365.25
+    age = np.select([kind == 1, kind == 2], [newborn_age, arrival_age], age)
     window = eng.EXTRACT_END - eng.EXTRACT_START
     year = np.where(kind == 0, eng.EXTRACT_START, eng.EXTRACT_START + rng.random(n) * window)
     moved_rate = np.where(kind == 2, eng.ARRIVALS_MOVE_AWAY_PER_YEAR, eng.MOVE_AWAY_PER_YEAR)
