@@ -36,24 +36,35 @@ def main() -> None:
     parser.add_argument("--config", default="small")
     parser.add_argument("--work", type=Path, default=Path("out/benchmark-model"))
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--evaluate-only", action="store_true", help="Reuse the model already trained in --work.")
     args = parser.parse_args()
     dataset, model_dir = args.work / "population", args.work / "model"
     if not dataset.exists():
         simulate_dataset(dataset, args.patients, args.seed, progress=False)
-    started = time.perf_counter()
-    summary = train(dataset, model_dir, TrainConfig(preset=args.config, max_steps=args.steps, minutes=args.minutes),
-                    progress=False)
-    print(f"training: {summary['step']} steps in {(time.perf_counter() - started) / 60:.1f} min, "
-          f"{summary['tokens_per_second']:,.0f} tokens/s, {summary['parameters']:,} parameters, "
-          f"validation loss {summary['val_loss']:.3f}")
+    if not args.evaluate_only:
+        started = time.perf_counter()
+        summary = train(dataset, model_dir, TrainConfig(preset=args.config, max_steps=args.steps,
+                                                        minutes=args.minutes), progress=False)
+        print(f"training: {summary['step']} steps in {(time.perf_counter() - started) / 60:.1f} min, "
+              f"{summary['tokens_per_second']:,.0f} tokens/s, {summary['parameters']:,} parameters, "
+              f"validation loss {summary['val_loss']:.3f}")
+        report_utilisation(summary)
+    evaluate_and_print(model_dir, dataset, args.work)
+    forecast_latency(model_dir, dataset)
+
+
+def report_utilisation(summary: dict) -> None:
     if torch.cuda.is_available():
         name = torch.cuda.get_device_name()
         peak = next((v for k, v in PEAK_FLOPS.items() if k in name), None)
         if peak:
             print(f"model FLOPs utilisation on {name}: {summary['tokens_per_second'] * summary['flops_per_token'] / peak:.1%}")
+
+
+def evaluate_and_print(model_dir: Path, dataset: Path, work: Path) -> None:
     result = evaluate(model_dir, dataset, EvaluationConfig())
-    save(result, args.work / "evaluation")
-    write_evaluation_report(result, args.work / "evaluation")
+    save(result, work / "evaluation")
+    write_evaluation_report(result, work / "evaluation")
     s = result["summary"]
     for p in ("floor", "supervised", "model", "oracle"):
         print(f"{p:>10}: macro AUROC at 60, 5 years = {s.get(f'{p}_macro_auroc_5y')}")
@@ -61,7 +72,6 @@ def main() -> None:
     print(f"outcomes where the model beats the supervised baseline (5y): {s['model_beats_supervised_5y']}")
     print("next event:", json.dumps(result["next_event"]))
     print("excess NLL per event vs the true model:", json.dumps(result.get("excess_nll")))
-    forecast_latency(model_dir, dataset)
 
 
 def forecast_latency(model_dir: Path, dataset: Path, people: int = 100_000) -> None:
@@ -73,9 +83,7 @@ def forecast_latency(model_dir: Path, dataset: Path, people: int = 100_000) -> N
     timelines = tokenizer.transform(dataset)
     outcomes = outcomes_for(tokenizer, read_outcomes(dataset))
     mark = landmark(timelines, at_age(timelines, 60.0), outcomes)
-    repeat = np.resize(np.arange(len(mark.people)), people)
-    many = type(mark)(mark.people[repeat], mark.age[repeat], mark.had_before[repeat], mark.first_after[repeat],
-                      mark.follow_up[repeat])
+    many = mark.subset(np.resize(np.arange(len(mark.people)), people))
     started = time.perf_counter()
     risk = analytic_risk(landmark_rates(model, timelines, many), outcomes, [1.0, 5.0, 10.0])
     seconds = time.perf_counter() - started

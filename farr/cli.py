@@ -201,7 +201,7 @@ def evaluate_command(
     model: Path = typer.Argument(..., help="A directory written by farr train."),
     dataset: Path = typer.Argument(..., help="A farr dataset with outcome definitions."),
     out: Path = typer.Option(..., "--out", help="Directory for evaluation.json and the report."),
-    at: float = typer.Option(60.0, "--at", help="Landmark age."),
+    at: str = typer.Option("60", "--at", help="Landmark: an age in years, or a date (everyone registered then)."),
     horizon: str = typer.Option("1y,5y,10y", "--horizon"),
     split: str = typer.Option("held_out", "--split", help="held_out, tuning, train, or all."),
 ) -> None:
@@ -210,7 +210,7 @@ def evaluate_command(
     from farr.forecast.predict import parse_horizons
     from farr.forecast.report import write_evaluation_report
 
-    cfg = EvaluationConfig(landmark_age=at, horizons=tuple(parse_horizons(horizon)), split=split)
+    cfg = EvaluationConfig(at=at, horizons=tuple(parse_horizons(horizon)), split=split)
     result = evaluate(model, dataset, cfg)
     save(result, out)
     typer.echo(f"report: {write_evaluation_report(result, out)}")

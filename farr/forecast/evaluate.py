@@ -19,19 +19,17 @@ from farr.events.io import read_outcomes
 from farr.forecast import metrics as m
 from farr.forecast.baselines import incidence_floor, supervised_baseline
 from farr.forecast.generate import sampled_first_occurrences
-from farr.forecast.landmark import Landmark, at_age, labels, landmark, landmark_day, outcomes_for
+from farr.forecast.landmark import Landmark, labels, landmark, landmark_ages, landmark_day, outcomes_for, timelines_for
 from farr.forecast.likelihood import excess_nll, truth_rows
 from farr.forecast.risk import analytic_risk, landmark_rates, not_at_risk, rollout_risk
 from farr.model.data import NO_EVENT_ID, TrainingBatches
 from farr.model.tokenizer import SPLIT_PERCENT, Timelines
 from farr.model.train import load_model
 
-MAX_UNKNOWN_SHARE = 0.5  # above this, the dataset does not speak the model's vocabulary
-
 
 @dataclass
 class EvaluationConfig:
-    landmark_age: float = 60.0
+    at: str = "60"  # landmark: an age in years, or a date (YYYY-MM-DD) for everyone registered then
     horizons: tuple[float, ...] = (1.0, 5.0, 10.0)
     split: str = "held_out"  # or "all": a dataset the model never saw
     oracle_draws: int = 100
@@ -41,28 +39,21 @@ class EvaluationConfig:
     seed: int = 0
     notes: list[str] = field(default_factory=list)
 
-
-def tokenize_for(tokenizer, dataset) -> Timelines:
-    """The dataset in the model's vocabulary; refuses a dataset that mostly does not speak it."""
-    timelines = tokenizer.transform(dataset)
-    unknown = sum(timelines.unknown.values())
-    events = len(timelines.tokens) - 4 * len(timelines)
-    if events and unknown / events > MAX_UNKNOWN_SHARE:
-        top = ", ".join(code for code, _ in timelines.unknown.most_common(3))
-        raise ValueError(f"{dataset}: {unknown / events:.0%} of events have codes the model's vocabulary "
-                         f"does not know (e.g. {top}); was the model trained on this kind of data?")
-    return timelines
+    def __post_init__(self):
+        if self.split not in (*SPLIT_PERCENT, "all"):
+            raise ValueError(f"--split {self.split!r}: choose one of {', '.join(SPLIT_PERCENT)} or all")
 
 
 def evaluate(model_dir: str | Path, dataset: str | Path, cfg: EvaluationConfig = EvaluationConfig()) -> dict:
     model, tokenizer = load_model(model_dir)
-    timelines = tokenize_for(tokenizer, dataset)
+    timelines = timelines_for(tokenizer, dataset)
     outcomes = outcomes_for(tokenizer, read_outcomes(dataset))
     if not outcomes:
         raise ValueError(f"{dataset}: defines no outcomes the model knows (metadata/farr.json extra.outcomes)")
     split = timelines.split
-    chosen = np.arange(len(timelines)) if cfg.split == "all" else np.flatnonzero(split == list(SPLIT_PERCENT).index(cfg.split))
-    ages = at_age(timelines, cfg.landmark_age)
+    chosen = np.arange(len(timelines)) if cfg.split == "all" else np.flatnonzero(
+        split == list(SPLIT_PERCENT).index(cfg.split))
+    ages = landmark_ages(timelines, cfg.at)
     test = landmark(timelines, ages, outcomes, chosen)
     train = landmark(timelines, ages, outcomes, np.flatnonzero(split == 0))
     horizons = list(cfg.horizons)
@@ -141,7 +132,7 @@ def _rollout_check(model, timelines, test: Landmark, outcomes, horizons, analyti
     """Risks by sampling futures, on a subsample, beside the analytic ones for the same people."""
     rng = np.random.default_rng(cfg.seed)
     pick = np.sort(rng.choice(len(test.people), min(cfg.rollout_people, len(test.people)), replace=False))
-    sub = Landmark(test.people[pick], test.age[pick], test.had_before[pick], test.first_after[pick], test.follow_up[pick])
+    sub = test.subset(pick)
     first = sampled_first_occurrences(model, timelines, outcomes, sub, max(horizons), cfg.rollout_draws, cfg.seed)
     sampled = rollout_risk(first, horizons)
     blocked = not_at_risk(sub, outcomes)[:, :, None]

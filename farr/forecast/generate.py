@@ -38,7 +38,8 @@ def sample_futures(model: TimelineGPT, timelines: Timelines, mark: Landmark, yea
     parts = []
     for lo in range(0, len(mark.people), per_batch):
         rows = np.arange(lo, min(lo + per_batch, len(mark.people)))
-        tokens, ages, last = landmark_histories(timelines, mark.people[rows], mark.age[rows], model.cfg.block_size)
+        tokens, ages, last = landmark_histories(timelines, mark.people[rows], mark.age[rows], model.cfg.block_size,
+                                                width=model.cfg.block_size)
         repeat = lambda x: x.repeat_interleave(draws, dim=0)  # noqa: E731
         sample, token, age = _sample(model, repeat(tokens), repeat(ages), repeat(last), years, stop_tokens,
                                      generator, max_events)

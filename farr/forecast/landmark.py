@@ -6,11 +6,14 @@ exactly the same histories and outcomes.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+from datetime import date
 
 import numpy as np
 
 from farr.model.tokenizer import DAYS_PER_YEAR, Timelines, Tokenizer
+
+MAX_UNKNOWN_SHARE = 0.5  # above this, the dataset does not speak the model's vocabulary
 
 
 @dataclass(frozen=True)
@@ -36,6 +39,10 @@ class Landmark:
     had_before: np.ndarray  # (n, outcomes) bool: a record before the landmark
     first_after: np.ndarray  # (n, outcomes) years from the landmark to the next record (inf: none)
     follow_up: np.ndarray  # (n,) years from the landmark to the end of registration
+    died_after: np.ndarray  # (n,) years from the landmark to a recorded death (inf: none)
+
+    def subset(self, rows: np.ndarray) -> Landmark:
+        return Landmark(*(getattr(self, f.name)[rows] for f in fields(self)))
 
 
 def at_age(timelines: Timelines, age: float | np.ndarray) -> np.ndarray:
@@ -45,6 +52,31 @@ def at_age(timelines: Timelines, age: float | np.ndarray) -> np.ndarray:
 def at_date(timelines: Timelines, day: int) -> np.ndarray:
     """Each person's age on a date (days since 1970-01-01)."""
     return (day - timelines.birth_day) / DAYS_PER_YEAR
+
+
+def landmark_ages(timelines: Timelines, at: str) -> np.ndarray:
+    """Each person's landmark age from "--at": an age in years ("60") or a date ("2024-01-01")."""
+    try:
+        return at_age(timelines, float(at))
+    except ValueError:
+        pass
+    try:
+        day = (date.fromisoformat(at) - date(1970, 1, 1)).days
+    except ValueError:
+        raise ValueError(f"--at {at!r} is neither an age in years nor a date (YYYY-MM-DD)") from None
+    return at_date(timelines, day)
+
+
+def timelines_for(tokenizer, dataset) -> Timelines:
+    """The dataset in the model's vocabulary; refuses a dataset that mostly does not speak it."""
+    timelines = tokenizer.transform(dataset)
+    unknown = sum(timelines.unknown.values())
+    events = len(timelines.tokens) - 4 * len(timelines)
+    if events and unknown / events > MAX_UNKNOWN_SHARE:
+        top = ", ".join(code for code, _ in timelines.unknown.most_common(3))
+        raise ValueError(f"{dataset}: {unknown / events:.0%} of events have codes the model's vocabulary "
+                         f"does not know (e.g. {top}); was the model trained on this kind of data?")
+    return timelines
 
 
 def landmark_day(timelines: Timelines, mark: Landmark) -> np.ndarray:
@@ -69,7 +101,9 @@ def landmark(timelines: Timelines, age: np.ndarray, outcomes: list[Outcome],
     had[owner[before], which[before]] = True
     first_after = np.full((len(people), len(outcomes)), np.inf)
     np.minimum.at(first_after, (owner[~before], which[~before]), ages[~before] - a[owner[~before]])
-    return Landmark(people, a, had, first_after, t.end_age[people] - a)
+    names = [o.name for o in outcomes]
+    death = first_after[:, names.index("death")] if "death" in names else np.full(len(people), np.inf)
+    return Landmark(people, a, had, first_after, t.end_age[people] - a, death)
 
 
 def outcome_lookup(outcomes: list[Outcome], vocabulary_size: int) -> np.ndarray:
@@ -81,9 +115,13 @@ def outcome_lookup(outcomes: list[Outcome], vocabulary_size: int) -> np.ndarray:
 
 
 def labels(mark: Landmark, outcomes: list[Outcome], horizon: float) -> tuple[np.ndarray, np.ndarray]:
-    """(event within horizon, usable) per person and outcome: usable means at risk of a new
-    onset (or any event, if recurrent) and either the event happened or follow-up lasted."""
+    """(event within horizon, usable) per person and outcome.
+
+    Usable: at risk of a new onset (or any event, if recurrent), and followed to the horizon or
+    to death (a competing event: no outcome after it). Whether follow-up was complete must not
+    depend on the outcome itself: keeping people censored early only when they had the event
+    would inflate the observed risk."""
     recurrent = np.array([o.recurrent for o in outcomes])
     event = mark.first_after <= horizon
-    usable = (recurrent | ~mark.had_before) & (event | (mark.follow_up[:, None] >= horizon))
-    return event, usable
+    complete = (mark.follow_up >= horizon) | (mark.died_after <= horizon)
+    return event, (recurrent | ~mark.had_before) & complete[:, None]

@@ -35,18 +35,20 @@ def survival_metrics(train_time, train_event, time, event, risk, tau: float, tim
     """Uno's IPCW concordance up to `tau` and the cumulative/dynamic AUC at `times`.
 
     The censoring distribution is estimated on the training people (`train_*`)."""
-    train, test = Surv.from_arrays(train_event, train_time), Surv.from_arrays(event, time)
     keep = ~np.isnan(risk)
-    if event[keep].sum() < MIN_EVENTS:
-        return {"uno_c": None, "time_dependent_auc": {str(t): None for t in times}}
+    none = {"uno_c": None, "time_dependent_auc": {str(t): None for t in times}}
+    if event[keep].sum() < MIN_EVENTS or train_event.sum() < MIN_EVENTS:
+        return none
+    train, test = Surv.from_arrays(train_event, train_time), Surv.from_arrays(event, time)
     horizon = min(tau, float(time[keep][event[keep]].max()) - 1e-6)
     usable = [t for t in times if t <= horizon and (time[keep][event[keep]] <= t).sum() >= MIN_EVENTS]
-    c = concordance_index_ipcw(train, test[keep], risk[keep], tau=horizon)[0]
-    auc = dict.fromkeys(map(str, times))
-    if usable:
-        values, _ = cumulative_dynamic_auc(train, test[keep], risk[keep], usable)
-        auc.update({str(t): float(v) for t, v in zip(usable, values)})
-    return {"uno_c": float(c), "time_dependent_auc": auc}
+    try:
+        c = concordance_index_ipcw(train, test[keep], risk[keep], tau=horizon)[0]
+        values = cumulative_dynamic_auc(train, test[keep], risk[keep], usable)[0] if usable else []
+    except ValueError:  # the censoring distribution cannot weight these people (e.g. all censored)
+        return none
+    return {"uno_c": float(c), "time_dependent_auc": dict.fromkeys(map(str, times))
+            | {str(t): float(v) for t, v in zip(usable, values)}}
 
 
 def top_k_accuracy(log_rate: np.ndarray, target: np.ndarray, ks=(1, 5, 10)) -> dict:

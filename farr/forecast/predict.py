@@ -3,18 +3,15 @@
 from __future__ import annotations
 
 import re
-from datetime import date
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 
 from farr.events.io import read_outcomes
-from farr.forecast.evaluate import tokenize_for
 from farr.forecast.generate import death_tokens, sample_futures, sampled_first_occurrences
-from farr.forecast.landmark import Landmark, at_age, at_date, landmark, outcomes_for
+from farr.forecast.landmark import Landmark, landmark, landmark_ages, outcomes_for, timelines_for
 from farr.forecast.risk import analytic_risk, landmark_rates, not_at_risk, rollout_risk
-from farr.model.tokenizer import Timelines
 from farr.model.train import load_model
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([ymwd])\s*$")
@@ -32,22 +29,9 @@ def parse_horizons(text: str) -> list[float]:
     return horizons
 
 
-def landmark_ages(timelines: Timelines, at: str) -> np.ndarray:
-    """Each person's landmark age from "--at": an age in years ("60") or a date ("2024-01-01")."""
-    try:
-        return at_age(timelines, float(at))
-    except ValueError:
-        pass
-    try:
-        day = (date.fromisoformat(at) - date(1970, 1, 1)).days
-    except ValueError:
-        raise ValueError(f"--at {at!r} is neither an age in years nor a date (YYYY-MM-DD)") from None
-    return at_date(timelines, day)
-
-
 def _setup(model_dir, dataset, at: str):
     model, tokenizer = load_model(model_dir)
-    timelines = tokenize_for(tokenizer, dataset)
+    timelines = timelines_for(tokenizer, dataset)
     outcomes = outcomes_for(tokenizer, read_outcomes(dataset)) or _every_code(tokenizer)
     mark = landmark(timelines, landmark_ages(timelines, at), outcomes)
     if not len(mark.people):

@@ -19,7 +19,7 @@ def write_evaluation_report(result: dict, out: str | Path, title: str = "farr mo
     horizons = list(cfg["horizons"])
     present = [p for p in PREDICTORS if any(r["predictor"] == p for r in result["landmark"])]
     report = Report(title)
-    report.text(f"Landmark age {cfg['landmark_age']:g}, {result['people']:,} people of the {cfg['split']} split, "
+    report.text(f"Landmark {_landmark(cfg['at'])}, {result['people']:,} people of the {cfg['split']} split, "
                 f"{len(result['outcomes'])} outcomes. New onsets only; one sample per person; people lost to "
                 f"follow-up before the horizon left out; cells with fewer than 25 events are NA.")
     report.heading("Landmark discrimination and accuracy (macro over outcomes)")
@@ -50,6 +50,10 @@ def write_evaluation_report(result: dict, out: str | Path, title: str = "farr mo
     for note in cfg.get("notes", []):
         report.text(f"Note: {note}")
     return report.save(out)
+
+
+def _landmark(at: str) -> str:
+    return f"on {at}" if "-" in at else f"at age {at}"
 
 
 def _auroc_figure(rows: list[dict], present: list[str], horizon: float) -> plt.Figure:

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from farr.forecast.landmark import Landmark, Outcome
-from farr.model.data import landmark_histories
+from farr.model.data import history_lengths, landmark_histories
 from farr.model.gpt import TimelineGPT
 from farr.model.tokenizer import Timelines
 
@@ -21,12 +21,16 @@ BATCH = 512
 
 @torch.no_grad()
 def landmark_rates(model: TimelineGPT, timelines: Timelines, mark: Landmark, batch: int = BATCH) -> np.ndarray:
-    """(n, vocabulary) rates per year of each next event, read at each person's landmark."""
+    """(n, vocabulary) rates per year of each next event, read at each person's landmark.
+
+    People go in batches of similar history length, so little compute goes on padding."""
     device = next(model.parameters()).device
+    block = model.cfg.block_size
+    order = np.argsort(history_lengths(timelines, mark.people, mark.age, block), kind="stable")
     out = np.empty((len(mark.people), model.cfg.vocab_size), np.float32)
-    for lo in range(0, len(mark.people), batch):
-        rows = slice(lo, lo + batch)
-        tokens, ages, query = landmark_histories(timelines, mark.people[rows], mark.age[rows], model.cfg.block_size)
+    for lo in range(0, len(order), batch):
+        rows = order[lo:lo + batch]
+        tokens, ages, query = landmark_histories(timelines, mark.people[rows], mark.age[rows], block)
         log_rate = model.log_rates(tokens.to(device), ages.to(device))
         out[rows] = log_rate[torch.arange(len(query)), query.to(device)].exp().cpu().numpy()
     return out

@@ -99,10 +99,20 @@ def _stack(rows, block: int) -> dict[str, torch.Tensor]:
             "targets": torch.from_numpy(targets), "exposure": torch.from_numpy(exposure)}
 
 
-def landmark_histories(timelines: Timelines, people: np.ndarray, at_age: np.ndarray, block: int):
+def history_lengths(timelines: Timelines, people: np.ndarray, at_age: np.ndarray, block: int) -> np.ndarray:
+    """Tokens in each person's landmark history (demographics, events before it, the query)."""
+    t = timelines
+    before = [np.searchsorted(t.ages[t.offsets[p] + PREFIX:t.offsets[p + 1]], age, side="left")
+              for p, age in zip(people, at_age)]
+    return np.minimum(np.asarray(before, dtype=np.int64) + PREFIX + 1, block)
+
+
+def landmark_histories(timelines: Timelines, people: np.ndarray, at_age: np.ndarray, block: int,
+                       width: int | None = None):
     """Each person's history before `at_age`, ending in a "no event" query token at that age.
 
-    Returns (tokens, ages) as (n, block) tensors, left-aligned, and the query positions (n,).
+    Returns (tokens, ages) as (n, width) tensors, left-aligned (width: the longest history, unless
+    given), and the query positions (n,).
     """
     t = timelines
     rows = []
@@ -112,8 +122,9 @@ def landmark_histories(timelines: Timelines, people: np.ndarray, at_age: np.ndar
         body = np.arange(max(lo + PREFIX, seen - (block - PREFIX - 1)), seen)
         index = np.r_[lo:lo + PREFIX, body]
         rows.append((np.append(t.tokens[index], NO_EVENT_ID), np.append(t.ages[index], np.float32(age))))
-    tokens = np.full((len(rows), block), PAD_ID, np.int64)
-    ages = np.zeros((len(rows), block), np.float32)
+    width = width or max(len(tok) for tok, _ in rows)
+    tokens = np.full((len(rows), width), PAD_ID, np.int64)
+    ages = np.zeros((len(rows), width), np.float32)
     query = np.empty(len(rows), np.int64)
     for i, (tok, age) in enumerate(rows):
         tokens[i, :len(tok)], ages[i, :len(tok)], query[i] = tok, age, len(tok) - 1

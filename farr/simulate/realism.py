@@ -79,16 +79,19 @@ def _simulated(f: Figure, subjects: pl.LazyFrame, first: pl.LazyFrame, person_ye
                                                        closed="left"))
     if f.measure == "incidence":
         years = person_years.filter(sex)["years"].sum()
-        return 1000 * in_period.select(pl.len()).collect().item() / years
+        return 1000 * in_period.select(pl.len()).collect().item() / years if years else float("nan")
     if f.measure == "share_75_plus":
         age = _years(pl.col("date"), pl.col("birth"))
-        return 100 * in_period.select((age >= 75).mean()).collect().item()
+        share = in_period.select((age >= 75).mean()).collect().item()
+        return float("nan") if share is None else 100 * share  # no cases: nothing to measure
     day = _year_start(PERIOD[1])
     registered = subjects.filter(sex & (pl.col("registration_start") <= day) & (pl.col("registration_end") >= day)
                                  & (_years(day, pl.col("birth")) >= f.min_age))
     had = cases.filter(pl.col("date") <= day).select("subject_id")
     n = registered.select(pl.len()).collect().item()
     with_it = registered.join(had, on="subject_id", how="semi").select(pl.len()).collect().item()
+    if not n:
+        return float("nan")
     return 100 * with_it / n
 
 
