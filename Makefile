@@ -20,5 +20,6 @@ bench: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
+	$(VENV)/bin/pip install --quiet torch==2.13.0  # first: the CPU build on local disk, not a CUDA download
 	$(VENV)/bin/pip install --quiet -e '.[test]'
 	touch $(STAMP)

@@ -50,11 +50,11 @@ def _every_code(tokenizer):
 
 
 def forecast(model_dir, dataset, at: str, horizons: list[float], out: str | Path, *, draws: int = 0,
-             seed: int = 0) -> Path:
+             seed: int = 0, bf16: bool = False) -> Path:
     """Write risks.parquet: subject_id, landmark_age, outcome, horizon_years, risk (and
     risk_sampled from `draws` sampled futures per person, when asked)."""
     model, tokenizer, timelines, outcomes, mark = _setup(model_dir, dataset, at)
-    risk = analytic_risk(landmark_rates(model, timelines, mark), outcomes, horizons)
+    risk = analytic_risk(landmark_rates(model, timelines, mark, bf16=bf16), outcomes, horizons)
     blocked = not_at_risk(mark, outcomes)[:, :, None]
     columns = {"risk": np.where(blocked, np.nan, risk)}
     if draws:

@@ -20,10 +20,13 @@ BATCH = 512
 
 
 @torch.no_grad()
-def landmark_rates(model: TimelineGPT, timelines: Timelines, mark: Landmark, batch: int = BATCH) -> np.ndarray:
+def landmark_rates(model: TimelineGPT, timelines: Timelines, mark: Landmark, batch: int = BATCH,
+                   bf16: bool = False) -> np.ndarray:
     """(n, vocabulary) rates per year of each next event, read at each person's landmark.
 
-    People go in batches of similar history length, so little compute goes on padding."""
+    People go in batches of similar history length, so little compute goes on padding. `bf16`
+    runs the matrix products in bfloat16 (about twice as fast on CPUs with AVX-512 BF16; rates
+    then differ by about 1%)."""
     device = next(model.parameters()).device
     block = model.cfg.block_size
     order = np.argsort(history_lengths(timelines, mark.people, mark.age, block), kind="stable")
@@ -31,8 +34,9 @@ def landmark_rates(model: TimelineGPT, timelines: Timelines, mark: Landmark, bat
     for lo in range(0, len(order), batch):
         rows = order[lo:lo + batch]
         tokens, ages, query = landmark_histories(timelines, mark.people[rows], mark.age[rows], block)
-        log_rate = model.log_rates(tokens.to(device), ages.to(device))
-        out[rows] = log_rate[torch.arange(len(query)), query.to(device)].exp().cpu().numpy()
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            log_rate = model.log_rates(tokens.to(device), ages.to(device))
+        out[rows] = log_rate[torch.arange(len(query)), query.to(device)].float().exp().cpu().numpy()
     return out
 
 
