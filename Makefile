@@ -16,6 +16,7 @@ bench: $(STAMP)
 	$(VENV)/bin/python benchmarks/simulate_realism.py
 	$(VENV)/bin/python benchmarks/ingest_throughput.py
 	$(VENV)/bin/python benchmarks/ingest_fhir.py
+	$(VENV)/bin/python benchmarks/model_benchmark.py
 
 $(STAMP): pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
