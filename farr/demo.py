@@ -24,7 +24,8 @@ class DemoConfig:
     progress: bool = True
 
 
-def run_demo(out: str | Path, cfg: DemoConfig = DemoConfig(), say=print) -> Path:
+def run_demo(out: str | Path, cfg: DemoConfig | None = None, say=print) -> Path:
+    cfg = cfg or DemoConfig()
     out = Path(out)
     dataset, model, evaluation = out / "population", out / "model", out / "evaluation"
     simulate_dataset(dataset, cfg.patients, cfg.seed, overwrite=True, progress=cfg.progress)

@@ -44,7 +44,8 @@ class EvaluationConfig:
             raise ValueError(f"--split {self.split!r}: choose one of {', '.join(SPLIT_PERCENT)} or all")
 
 
-def evaluate(model_dir: str | Path, dataset: str | Path, cfg: EvaluationConfig = EvaluationConfig()) -> dict:
+def evaluate(model_dir: str | Path, dataset: str | Path, cfg: EvaluationConfig | None = None) -> dict:
+    cfg = cfg or EvaluationConfig()
     model, tokenizer = load_model(model_dir)
     timelines = timelines_for(tokenizer, dataset)
     outcomes = outcomes_for(tokenizer, read_outcomes(dataset))
@@ -114,18 +115,20 @@ def _survival_metrics(train: Landmark, test: Landmark, outcomes, horizons, risks
     tau = max(horizons)
     rows = []
     for j, outcome in enumerate(outcomes):
-        def survival(mark):
-            time = np.minimum(mark.first_after[:, j], mark.follow_up)
-            return np.maximum(time, 1e-6), mark.first_after[:, j] <= mark.follow_up
-
-        train_time, train_event = survival(train)
-        time, event = survival(test)
+        train_time, train_event = _survival(train, j)
+        time, event = _survival(test, j)
         at_risk = outcome.recurrent | ~test.had_before[:, j]
         for name, risk in risks.items():
             score = np.where(at_risk, risk[:, j, -1], np.nan)
             rows.append({"predictor": name, "outcome": outcome.name}
                         | m.survival_metrics(train_time, train_event, time, event, score, tau, horizons))
     return rows
+
+
+def _survival(mark: Landmark, j: int) -> tuple[np.ndarray, np.ndarray]:
+    """Years to outcome j or to the end of follow-up, and whether it was the outcome."""
+    time = np.minimum(mark.first_after[:, j], mark.follow_up)
+    return np.maximum(time, 1e-6), mark.first_after[:, j] <= mark.follow_up
 
 
 def _rollout_check(model, timelines, test: Landmark, outcomes, horizons, analytic, cfg) -> dict:
