@@ -48,7 +48,8 @@ def run_demo(out: str | Path, cfg: DemoConfig | None = None, say=print) -> Path:
 def _index(out: Path, population_report: Path, evaluation_report: Path, result: dict) -> Path:
     report = Report("farr demo")
     report.text("Simulated an England-like population with known hazards, trained a small timeline "
-                "transformer on it, and measured its forecasts against the truth.")
+                "transformer on it for a few minutes, and measured its forecasts against the truth. A demo "
+                "model is undertrained: benchmarks/model_benchmark.py trains on 100,000 people for 30 minutes.")
     report.table(["artefact", "report"], [["simulated population", str(population_report.relative_to(out))],
                                           ["model evaluation", str(evaluation_report.relative_to(out))]])
     s = result["summary"]
