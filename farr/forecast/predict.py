@@ -10,8 +10,9 @@ import polars as pl
 
 from farr.events.io import read_outcomes
 from farr.forecast.generate import death_tokens, sample_futures, sampled_first_occurrences
-from farr.forecast.landmark import Landmark, landmark, landmark_ages, outcomes_for, timelines_for
+from farr.forecast.landmark import Landmark, Outcome, landmark, landmark_ages, outcomes_for, timelines_for
 from farr.forecast.risk import analytic_risk, landmark_rates, not_at_risk, rollout_risk
+from farr.model.data import predictable
 from farr.model.train import load_model
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([ymwd])\s*$")
@@ -41,9 +42,6 @@ def _setup(model_dir, dataset, at: str):
 
 def _every_code(tokenizer):
     """Without outcome definitions, every coded event the model knows (not measurements) is one."""
-    from farr.forecast.landmark import Outcome
-    from farr.model.data import predictable
-
     known = predictable(tokenizer.vocabulary).numpy()
     return [Outcome(token, np.array([i]), False) for i, token in enumerate(tokenizer.vocabulary)
             if known[i] and "/" in token and "//Q" not in token]

@@ -8,7 +8,6 @@ the hidden frailty and the true onset ages; `farr.simulate.oracle` reads them ba
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from concurrent.futures import ProcessPoolExecutor
@@ -53,15 +52,12 @@ def simulate_dataset(out: str | Path, patients: int, seed: int, *, identifiable:
         results = _run(jobs, workers, progress)
         model = build_model()
         (writer.staging / HAZARDS_FILE).write_text(model.to_json())
-        truth = {info.shard: sha for info, sha in results}
         writer.commit([info for info, _ in results], created_by=f"farr simulate {__version__}",
                       dataset_name="farr simulated England population", code_descriptions=codebook(),
                       extra={"outcomes": outcome_definitions(model), "simulation": {"patients": patients, "seed": seed, "chunk_size": chunk_size,
                                             "identifiable": identifiable,
-                                            "extract_window": [eng.EXTRACT_START, eng.EXTRACT_END],
-                                            "hazards_sha256": _sha256(writer.staging / HAZARDS_FILE),
-                                            "truth_sha256": {f"{TRUTH_DIR}/{k:05d}.parquet": v
-                                                             for k, v in sorted(truth.items())}}})
+                                            "extract_window": [eng.EXTRACT_START, eng.EXTRACT_END]}},
+                      extra_files=[HAZARDS_FILE, *(truth for _, truth in results)])
     return Path(out)
 
 
@@ -84,7 +80,8 @@ def _run(jobs, workers: int, progress: bool) -> list[tuple[ShardInfo, str]]:
 
 def simulate_chunk(staging: Path, seed: int, chunk: int, start: int, size: int, total: int,
                    identifiable: bool) -> tuple[ShardInfo, str]:
-    """Simulate one chunk and write its shard and truth file; runs in a worker process."""
+    """Simulate one chunk and write its shard and truth file (returned relative to the dataset
+    root); runs in a worker process."""
     truth_rng, observe_rng, identity_rng = (
         np.random.default_rng(s) for s in np.random.SeedSequence(seed, spawn_key=(chunk,)).spawn(3))
     model = build_model()
@@ -93,10 +90,10 @@ def simulate_chunk(staging: Path, seed: int, chunk: int, start: int, size: int, 
     events = _events_table(model, pop, subject_ids, observe_rng)
     subjects = _subjects_table(pop, subject_ids, identifiable, seed, identity_rng)
     info = write_shard(staging, chunk, events, subjects, identifiable=identifiable)
-    truth_file = Path(staging) / TRUTH_DIR / f"{chunk:05d}.parquet"
-    truth_file.parent.mkdir(exist_ok=True)
-    pq.write_table(truth_table(model, pop, subject_ids), truth_file, compression="zstd")
-    return info, _sha256(truth_file)
+    truth_file = f"{TRUTH_DIR}/{chunk:05d}.parquet"
+    (Path(staging) / TRUTH_DIR).mkdir(exist_ok=True)
+    pq.write_table(truth_table(model, pop, subject_ids), Path(staging) / truth_file, compression="zstd")
+    return info, truth_file
 
 
 def outcome_definitions(model: HazardModel) -> dict[str, dict]:
@@ -196,7 +193,3 @@ def read_truth(path: str | Path) -> tuple[HazardModel, pa.Table]:
     """The hazard model and the per-person truth of a simulated dataset."""
     files = sorted((Path(path) / TRUTH_DIR).glob("*.parquet"))
     return read_model(path), pa.concat_tables(pq.read_table(f) for f in files)
-
-
-def _sha256(file: Path) -> str:
-    return hashlib.sha256(file.read_bytes()).hexdigest()
