@@ -141,8 +141,7 @@ def _rollout_check(model, timelines, test: Landmark, outcomes, horizons, analyti
     blocked = not_at_risk(sub, outcomes)[:, :, None]
     table = _landmark_metrics(sub, outcomes, horizons, {"rollout": np.where(blocked, np.nan, sampled),
                                                          "analytic": analytic[pick]})
-    summary = {f"{name}_macro_auroc_{h:g}y": m.macro(r["auroc"] for r in table if r["predictor"] == name
-                                                     and r["horizon"] == h)
+    summary = {f"{name}_macro_auroc_{h:g}y": _macro(table, name, h, "auroc")
                for name in ("rollout", "analytic") for h in horizons}
     return {"people": int(len(pick)), "draws": cfg.rollout_draws} | summary
 
@@ -186,16 +185,19 @@ def _hits_at_10(log_rate: np.ndarray, batch: dict, diagnoses: np.ndarray) -> lis
     return hits
 
 
+def _macro(rows: list[dict], predictor: str, horizon: float, metric: str) -> float | None:
+    """A predictor's metric at a horizon, averaged over the outcomes that have it."""
+    return m.macro(r[metric] for r in rows if r["predictor"] == predictor and r["horizon"] == horizon)
+
+
 def _summary(result: dict, horizons: list[float]) -> dict:
     rows = result["landmark"]
     names = sorted({r["predictor"] for r in rows})
     summary = {}
     for h in horizons:
         for name in names:
-            summary[f"{name}_macro_auroc_{h:g}y"] = m.macro(r["auroc"] for r in rows if r["predictor"] == name
-                                                           and r["horizon"] == h)
-            summary[f"{name}_macro_brier_{h:g}y"] = m.macro(r["brier"] for r in rows if r["predictor"] == name
-                                                           and r["horizon"] == h)
+            for metric in ("auroc", "brier"):
+                summary[f"{name}_macro_{metric}_{h:g}y"] = _macro(rows, name, h, metric)
         summary[f"headroom_auroc_{h:g}y"] = m.headroom(summary.get(f"model_macro_auroc_{h:g}y"),
                                                        summary.get(f"floor_macro_auroc_{h:g}y"),
                                                        summary.get(f"oracle_macro_auroc_{h:g}y"))

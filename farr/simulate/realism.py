@@ -57,10 +57,19 @@ def _years(later: pl.Expr, earlier: pl.Expr) -> pl.Expr:
     return (later - earlier).dt.total_days() / DAYS_PER_YEAR
 
 
+def _registered_in_period() -> tuple[pl.Expr, pl.Expr]:
+    """Start and end of each person's registered time inside PERIOD."""
+    return (pl.max_horizontal("registration_start", _year_start(PERIOD[0])),
+            pl.min_horizontal("registration_end", _year_start(PERIOD[1])))
+
+
+def _in_period(column: str) -> pl.Expr:
+    return pl.col(column).is_between(_year_start(PERIOD[0]), _year_start(PERIOD[1]), closed="left")
+
+
 def _person_years(subjects: pl.LazyFrame) -> pl.LazyFrame:
     """Registered person-time inside PERIOD, by sex."""
-    start = pl.max_horizontal("registration_start", _year_start(PERIOD[0]))
-    end = pl.min_horizontal("registration_end", _year_start(PERIOD[1]))
+    start, end = _registered_in_period()
     return subjects.select("sex", _years(end, start).clip(0).alias("years"))
 
 
@@ -75,8 +84,7 @@ def measure(path: str | Path) -> list[Comparison]:
 def _simulated(f: Figure, subjects: pl.LazyFrame, first: pl.LazyFrame, person_years: pl.DataFrame) -> float:
     sex = pl.lit(True) if f.sex == "all" else pl.col("sex") == f.sex
     cases = first.filter((pl.col("outcome") == f.outcome) & sex)
-    in_period = cases.filter(pl.col("date").is_between(_year_start(PERIOD[0]), _year_start(PERIOD[1]),
-                                                       closed="left"))
+    in_period = cases.filter(_in_period("date"))
     if f.measure == "incidence":
         years = person_years.filter(sex)["years"].sum()
         return 1000 * in_period.select(pl.len()).collect().item() / years if years else float("nan")
@@ -114,8 +122,7 @@ def incidence_by_age(path: str | Path, outcomes: list[str]) -> pl.DataFrame:
     """
     path = Path(path)
     subjects = _subjects(path)
-    start = pl.max_horizontal("registration_start", _year_start(PERIOD[0]))
-    end = pl.min_horizontal("registration_end", _year_start(PERIOD[1]))
+    start, end = _registered_in_period()
     spans = subjects.select(_years(start, pl.col("birth")).alias("a0"), _years(end, pl.col("birth")).alias("a1"))
     bands = pl.LazyFrame({"band": list(range(0, 100, AGE_BAND_YEARS))})
     exposure = (spans.filter(pl.col("a1") > pl.col("a0")).join(bands, how="cross")
@@ -123,8 +130,7 @@ def incidence_by_age(path: str | Path, outcomes: list[str]) -> pl.DataFrame:
                                  - pl.max_horizontal("a0", "band")).clip(0).alias("years"))
                 .group_by("band").agg(pl.col("years").sum()))
     cases = (first_diagnoses(path).join(subjects, on="subject_id")
-             .filter(pl.col("outcome").is_in(outcomes)
-                     & pl.col("date").is_between(_year_start(PERIOD[0]), _year_start(PERIOD[1]), closed="left"))
+             .filter(pl.col("outcome").is_in(outcomes) & _in_period("date"))
              .with_columns((_years(pl.col("date"), pl.col("birth")) // AGE_BAND_YEARS * AGE_BAND_YEARS)
                            .cast(pl.Int64).clip(0, 95).alias("band"))
              .group_by("outcome", "band").agg(pl.len().alias("cases")))
