@@ -5,9 +5,12 @@ import json
 import numpy as np
 import pytest
 import torch
+from hypothesis import given
+from hypothesis import strategies as st
 
 import farr.model.train
-from farr.model.data import PREFIX, TrainingBatches, predictable
+from farr.model.card import read_card
+from farr.model.data import NO_EVENT_ID, PREFIX, RECALL_SHARE, TrainingBatches, predictable, window
 from farr.model.gpt import IGNORE, GPTConfig, TimelineGPT
 from farr.model.train import CHECKPOINT, load_model, train
 
@@ -106,6 +109,22 @@ def test_training_windows_keep_the_demographic_prefix(population):
     assert (batch["exposure"] >= 0).all()
 
 
+@given(st.lists(st.integers(1, 40), min_size=PREFIX, max_size=300), st.integers(8, 64), st.data())
+def test_a_window_recalls_every_earlier_code_it_cannot_hold(tokens, room, data):
+    tokens = np.asarray(tokens)
+    stop = data.draw(st.integers(PREFIX, len(tokens)))
+    keep, pinned = window(tokens, stop, room)
+    assert len(keep) <= max(room, PREFIX) and (np.diff(keep) > 0).all() and keep[-1] == stop - 1
+    assert list(keep[:PREFIX]) == list(range(PREFIX)) and pinned >= PREFIX
+    if stop > room:
+        recent = keep[pinned:]
+        assert list(recent) == list(range(recent[0], stop))
+        earlier = set(tokens[PREFIX:recent[0]].tolist()) - {NO_EVENT_ID}
+        recalled = tokens[keep[PREFIX:pinned]]
+        assert len(set(recalled.tolist())) == len(recalled)  # each code once, at its first occurrence
+        assert earlier - set(tokens[keep].tolist()) == set() or len(recalled) == room // RECALL_SHARE
+
+
 @pytest.mark.slow
 def test_distributed_training_under_torchrun(population, tmp_path):
     """Two CPU processes with DistributedDataParallel (gloo), as on many GPUs."""
@@ -122,3 +141,17 @@ def test_distributed_training_under_torchrun(population, tmp_path):
     assert (out / "model.pt").exists()
     model, tokenizer = load_model(out)
     assert model.cfg.vocab_size == len(tokenizer)
+
+
+def test_the_model_card_records_a_disclosure_controlled_training_population(trained, population, tmp_path):
+    out, _, _ = trained
+    card = read_card(out)
+    people = card["training_population"]
+    assert card["dataset"]["subjects"] == pytest.approx(0.8 * 20_000, rel=0.03)
+    assert people["demographics"] and all(cell["count"] >= 10 and cell["count"] % 5 == 0
+                                          for cell in people["demographics"])
+    assert sum(cell["count"] for cell in people["demographics"]) + people["withheld_people"] == \
+        pytest.approx(people["people"], abs=5 * len(people["demographics"]))
+    assert card["data_window"]["first_date"] < card["data_window"]["last_date"] <= "2025-01-01"
+    with pytest.raises(ValueError, match="training population is not recorded"):
+        read_card(tmp_path)

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from farr.forecast.landmark import Landmark, Outcome, outcome_lookup
-from farr.model.data import NO_EVENT_ID, PREFIX, landmark_histories
+from farr.model.data import NO_EVENT_ID, PAD_ID, landmark_histories, window
 from farr.model.gpt import TimelineGPT
 from farr.model.tokenizer import Timelines
 
@@ -73,11 +73,12 @@ def _sample(model, tokens, ages, last, years, stop_tokens, generator, max_events
 class _Context:
     """The sampled rows' token windows, the model's key/value cache and their next-event rates.
 
-    Appending reuses the cache (one token of work per row). A full window slides by `SLIDE`
-    tokens (the demographic prefix stays) and is recomputed. Finished rows ride along until
-    they are half the batch, then the batch is compacted."""
+    Appending reuses the cache (one token of work per row). A full window is cut the way training
+    cuts windows (the prefix, recalled earlier codes, recent events), leaving room for `SLIDE` new
+    tokens, and is recomputed. Finished rows ride along until they are half the batch, then the batch is
+    compacted."""
 
-    SLIDE = 64
+    SLIDE = 64  # at most a quarter of the window
 
     def __init__(self, model, tokens, ages, last):
         self.model, self.block = model, tokens.shape[1]
@@ -87,8 +88,7 @@ class _Context:
 
     def _prefill(self, tokens, ages, last):
         cache: list = []
-        log_rate = self.model.log_rates(tokens, ages, cache)
-        return cache, log_rate[torch.arange(len(last)), last].exp()
+        return cache, self.model.log_rates(tokens, ages, cache, at=last).exp()
 
     def age_at_last(self) -> torch.Tensor:
         return self.ages[torch.arange(len(self.last)), self.last]
@@ -99,9 +99,9 @@ class _Context:
             self._compact()
             token, age = token[self.keep], age[self.keep]
         full = self.last == self.block - 1
-        self.last = torch.where(full, self.last - self.SLIDE, self.last) + 1
-        for x in (self.tokens, self.ages):
-            x[full, PREFIX:-self.SLIDE] = x[full, PREFIX + self.SLIDE:].clone()
+        for row in full.nonzero().flatten():
+            self._cut(row)
+        self.last += 1
         index = torch.arange(len(self.last))
         self.tokens[index, self.last], self.ages[index, self.last] = token, age.to(self.ages.dtype)
         self.rate = self.model.step(token, self.ages[index, self.last], self.last, self.cache).exp()
@@ -110,6 +110,13 @@ class _Context:
             for (k, v), (new_k, new_v) in zip(self.cache, cache):
                 k[full], v[full] = new_k, new_v
             self.rate[full] = rate
+
+    def _cut(self, row: torch.Tensor) -> None:
+        free = min(self.SLIDE, self.block // 4)
+        keep = torch.from_numpy(window(self.tokens[row].numpy(), self.block, self.block - free)[0])
+        for x, empty in ((self.tokens, PAD_ID), (self.ages, 0.0)):
+            x[row] = torch.cat([x[row, keep], x.new_full((self.block - len(keep),), empty)])
+        self.last[row] = len(keep) - 1
 
     def _compact(self) -> None:
         self.keep = self.alive

@@ -35,8 +35,8 @@ def landmark_rates(model: TimelineGPT, timelines: Timelines, mark: Landmark, bat
         rows = order[lo:lo + batch]
         tokens, ages, query = landmark_histories(timelines, mark.people[rows], mark.age[rows], block)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-            log_rate = model.log_rates(tokens.to(device), ages.to(device))
-        out[rows] = log_rate[torch.arange(len(query)), query.to(device)].float().exp().cpu().numpy()
+            log_rate = model.log_rates(tokens.to(device), ages.to(device), at=query.to(device))
+        out[rows] = log_rate.float().exp().cpu().numpy()
     return out
 
 

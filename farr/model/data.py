@@ -3,6 +3,11 @@
 Training sequences get "no event" tokens at random ages while the person is registered (as in
 Delphi), so the model learns rates through quiet years and can be asked for predictions at any
 age: a landmark query is a "no event" token placed at that age.
+
+A history longer than the context window is not simply cut: after the demographic prefix the
+window recalls the first occurrence of each earlier code that its recent part does not hold (a
+diagnosis made twenty years ago still counts), then holds the most recent events. Training and
+prediction build windows the same way.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from farr.model.tokenizer import DEMOGRAPHICS, NO_EVENT, PAD, SPECIAL, Timelines
 
 PREFIX = len(DEMOGRAPHICS)  # every timeline starts with its demographic tokens
 PAD_ID, NO_EVENT_ID = SPECIAL.index(PAD), SPECIAL.index(NO_EVENT)
+RECALL_SHARE = 4  # up to a quarter of a full window recalls codes from before it
 
 
 def predictable(vocabulary: list[str]) -> torch.Tensor:
@@ -61,11 +67,26 @@ class TrainingBatches:
         tokens, ages = _with_quiet_years(t.tokens[lo:hi], t.ages[lo:hi], start, end, self.rate, self.rng)
         targets, exposure = _targets(tokens, ages, start, end)
         if len(tokens) > self.block:
-            first = PREFIX + self.rng.integers(0, len(tokens) - self.block + 1)
-            keep = np.r_[0:PREFIX, first:first + self.block - PREFIX]
+            keep, pinned = window(tokens, self.rng.integers(self.block, len(tokens) + 1), self.block)
             tokens, ages, targets, exposure = tokens[keep], ages[keep], targets[keep], exposure[keep]
-            targets[:PREFIX], exposure[:PREFIX] = IGNORE, 0.0  # the window cut the prefix's successor
+            targets[:pinned], exposure[:pinned] = IGNORE, 0.0  # their successors were cut away
         return tokens, ages, targets, exposure
+
+
+def window(tokens: np.ndarray, stop: int, room: int) -> tuple[np.ndarray, int]:
+    """Indices of a window of one timeline's tokens before `stop`, at most `room` long, and how
+    many of them lead it as context only (the prefix and the recalled codes).
+
+    When the history does not fit, the window holds the prefix, then the first occurrence of each
+    earlier code missing from the recent part (the latest ones, if too many), then recent events."""
+    if stop <= room:
+        return np.arange(stop), PREFIX
+    budget = room // RECALL_SHARE
+    recent = np.arange(stop - (room - PREFIX - budget), stop)
+    codes, first = np.unique(tokens[PREFIX:recent[0]], return_index=True)
+    missing = ~np.isin(codes, tokens[recent]) & (codes != NO_EVENT_ID)
+    recalled = np.sort(first[missing])[-budget:] + PREFIX
+    return np.r_[0:PREFIX, recalled, recent], PREFIX + len(recalled)
 
 
 def _with_quiet_years(tokens, ages, start, end, rate, rng):
@@ -118,9 +139,8 @@ def landmark_histories(timelines: Timelines, people: np.ndarray, at_age: np.ndar
     rows = []
     for p, age in zip(people, at_age):
         lo, hi = t.offsets[p], t.offsets[p + 1]
-        seen = lo + PREFIX + np.searchsorted(t.ages[lo + PREFIX:hi], age, side="left")
-        body = np.arange(max(lo + PREFIX, seen - (block - PREFIX - 1)), seen)
-        index = np.r_[lo:lo + PREFIX, body]
+        seen = PREFIX + np.searchsorted(t.ages[lo + PREFIX:hi], age, side="left")
+        index = lo + window(t.tokens[lo:hi], seen, block - 1)[0]  # room for the query token
         rows.append((np.append(t.tokens[index], NO_EVENT_ID), np.append(t.ages[index], np.float32(age))))
     width = width or max(len(tok) for tok, _ in rows)
     tokens = np.full((len(rows), width), PAD_ID, np.int64)

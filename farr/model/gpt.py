@@ -133,13 +133,17 @@ class TimelineGPT(nn.Module):
         if isinstance(module, (nn.Linear, nn.Embedding)):
             nn.init.normal_(module.weight, std=0.02)
 
-    def log_rates(self, tokens: torch.Tensor, ages: torch.Tensor, cache: list | None = None) -> torch.Tensor:
+    def log_rates(self, tokens: torch.Tensor, ages: torch.Tensor, cache: list | None = None,
+                  at: torch.Tensor | None = None) -> torch.Tensor:
         """(B, T) tokens and ages in years -> (B, T, V) log-rates per year of the next event.
 
-        With `cache` (an empty list), also keeps every layer's keys and values for `step`."""
+        With `cache` (an empty list), also keeps every layer's keys and values for `step`. With
+        `at` (B,), only the rates at those positions, (B, V): the head is then a sliver of the work."""
         x = self.drop(self.token(tokens) + self.age(ages))
         for block in self.blocks:
             x = block(x, cache)
+        if at is not None:
+            x = x[torch.arange(len(at), device=x.device), at]
         return self.head(self.norm(x)) + self.log_rate_offset + self.mask
 
     def step(self, token: torch.Tensor, age: torch.Tensor, position: torch.Tensor, cache: list) -> torch.Tensor:

@@ -22,7 +22,8 @@ from farr.events.schema import BIRTH_CODE
 
 PAD, NO_EVENT, UNKNOWN = "<pad>", "<no event>", "<unknown>"
 SPECIAL = (PAD, NO_EVENT, UNKNOWN)
-DEMOGRAPHICS = ("sex", "ethnicity", "imd_quintile", "region")
+DEMOGRAPHICS = ("sex", "ethnicity", "imd_quintile", "region", "birth_cohort")
+COHORT_YEARS = 5  # birth cohort + age = calendar time, so the model can learn period effects
 DAYS_PER_YEAR = 365.25
 SPLIT_PERCENT = {"train": 80, "tuning": 10, "held_out": 10}
 
@@ -138,7 +139,7 @@ class Tokenizer:
     # -- shared pieces ---------------------------------------------------------------------
     @staticmethod
     def _demographic_tokens(source: str | Path | pl.DataFrame) -> pl.DataFrame:
-        subjects = source if isinstance(source, pl.DataFrame) else scan_subjects(source).collect()
+        subjects = source if isinstance(source, pl.DataFrame) else _with_cohort(scan_subjects(source)).collect()
         return subjects.select(pl.format(f"{c.upper()}//{{}}", pl.col(c).cast(pl.String).fill_null("unknown"))
                                .alias(c) for c in DEMOGRAPHICS)
 
@@ -146,7 +147,7 @@ class Tokenizer:
     def _subjects(dataset: str | Path) -> pl.LazyFrame:
         birth = pl.col("year_month_of_birth").str.to_date("%Y-%m")
         years = lambda column: (pl.col(column) - birth).dt.total_days() / DAYS_PER_YEAR  # noqa: E731
-        return scan_subjects(dataset).select(
+        return _with_cohort(scan_subjects(dataset)).select(
             "subject_id", *DEMOGRAPHICS,
             birth.dt.epoch("d").alias("birth_day"),
             years("registration_start").fill_null(0.0).alias("start_age"),
@@ -198,6 +199,11 @@ class Tokenizer:
 
     def __len__(self) -> int:
         return len(self.vocabulary)
+
+
+def _with_cohort(subjects: pl.LazyFrame) -> pl.LazyFrame:
+    year = pl.col("year_month_of_birth").str.slice(0, 4).cast(pl.Int32)
+    return subjects.with_columns((year - year % COHORT_YEARS).alias("birth_cohort"))
 
 
 def _bin(edges: pl.Expr, value: pl.Expr) -> pl.Expr:

@@ -20,6 +20,7 @@ import torch
 import torch.distributed as dist
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
+from farr.model.card import write_card
 from farr.model.data import TrainingBatches, predictable
 from farr.model.gpt import PRESETS, GPTConfig, TimelineGPT
 from farr.model.tokenizer import Timelines, Tokenizer
@@ -41,6 +42,7 @@ class TrainConfig:
     eval_batches: int = 10
     checkpoint_every: int = 200
     minutes: float | None = None  # stop (and checkpoint) after this much training time
+    cpu_minutes: float | None = None  # or this much processor time: a fair budget on a shared machine
     seed: int = 0
     min_count: int = 10
 
@@ -63,11 +65,12 @@ def _distributed() -> tuple[int, int]:
     return (dist.get_rank(), world) if world > 1 else (0, 1)
 
 
-def learning_rate(cfg: TrainConfig, step: int) -> float:
-    """Linear warm-up, then cosine decay to the minimum."""
+def learning_rate(cfg: TrainConfig, step: int, spent: float = 0.0) -> float:
+    """Linear warm-up, then cosine decay to the minimum by the last step or, under a time budget,
+    by the end of the budget (`spent`: its fraction used), whichever comes first."""
     if step < cfg.warmup_steps:
         return cfg.learning_rate * (step + 1) / cfg.warmup_steps
-    progress = min(1.0, (step - cfg.warmup_steps) / max(1, cfg.max_steps - cfg.warmup_steps))
+    progress = min(1.0, max(spent, (step - cfg.warmup_steps) / max(1, cfg.max_steps - cfg.warmup_steps)))
     return cfg.min_learning_rate + 0.5 * (1 + math.cos(math.pi * progress)) * (cfg.learning_rate - cfg.min_learning_rate)
 
 
@@ -83,7 +86,8 @@ def train(dataset: str | Path, out: str | Path, cfg: TrainConfig, *, resume: boo
     device = _device()
     if resume:
         state = _load_checkpoint(out / CHECKPOINT)
-        cfg = replace(TrainConfig(**state["train_config"]), max_steps=cfg.max_steps, minutes=cfg.minutes)
+        cfg = replace(TrainConfig(**state["train_config"]), max_steps=cfg.max_steps, minutes=cfg.minutes,
+                      cpu_minutes=cfg.cpu_minutes)
         tokenizer = Tokenizer.load(out / TOKENIZER)
     else:
         _refuse_existing(out)
@@ -107,7 +111,10 @@ def train(dataset: str | Path, out: str | Path, cfg: TrainConfig, *, resume: boo
     ddp = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
     validation = _validation_batches(timelines, split, model.cfg.block_size, cfg)
     run = _Run(cfg, out, model, ddp, optimiser, batches, validation, rank, world, device)
-    return _loop(run, step, progress)
+    summary = _loop(run, step, progress)
+    if rank == 0:
+        write_card(out, dataset, timelines, tokenizer, training=asdict(cfg) | {"steps": summary.get("step", step)})
+    return summary
 
 
 @dataclass
@@ -125,11 +132,11 @@ class _Run:
     world: int
     device: torch.device
 
-    def optimise(self, step: int) -> tuple[float, int]:
+    def optimise(self, step: int, spent: float) -> tuple[float, int]:
         """One optimisation step; returns the batch loss and its (non-padding) tokens."""
         batch = {k: v.to(self.device) for k, v in self.batches(self.cfg.batch_size).items()}
         for group in self.optimiser.param_groups:
-            group["lr"] = learning_rate(self.cfg, step)
+            group["lr"] = learning_rate(self.cfg, step, spent)
         loss = self.ddp(**batch)["loss"]
         self.optimiser.zero_grad(set_to_none=True)
         loss.backward()
@@ -149,15 +156,17 @@ class _Run:
 
 def _loop(run: _Run, step: int, progress: bool) -> dict:
     cfg = run.cfg
-    started, tokens_seen, train_seconds, summary = time.perf_counter(), 0, 0.0, {}
+    budget, spent = _Budget(cfg), 0.0
+    tokens_seen, train_seconds, summary = 0, 0.0, {}
     with Progress(TextColumn("training"), BarColumn(), TextColumn("{task.completed}/{task.total} {task.fields[info]}"),
                   TimeRemainingColumn(), disable=not (progress and run.rank == 0)) as bar:
         task = bar.add_task("train", total=cfg.max_steps, completed=step, info="")
         while step < cfg.max_steps:
             tick = time.perf_counter()
-            loss, tokens = run.optimise(step)
+            loss, tokens = run.optimise(step, spent)
             step, train_seconds, tokens_seen = step + 1, train_seconds + time.perf_counter() - tick, tokens_seen + tokens
-            out_of_time = _agree(cfg.minutes is not None and time.perf_counter() - started > cfg.minutes * 60, run.world)
+            spent = _rank0(budget.spent(), run.world)
+            out_of_time = spent >= 1.0
             last = step == cfg.max_steps or out_of_time
             if step % cfg.eval_every == 0 or last:
                 summary = _evaluate(run.model, run.validation, run.device) | {
@@ -174,13 +183,24 @@ def _loop(run: _Run, step: int, progress: bool) -> dict:
     return summary | {"parameters": run.model.parameter_count(), "flops_per_token": run.model.flops_per_token()}
 
 
-def _agree(flag: bool, world: int) -> bool:
-    """Rank 0's decision, so that every process stops at the same step."""
+class _Budget:
+    """The fraction used of the wall-clock and processor-time budgets (the larger; 0 with none)."""
+
+    def __init__(self, cfg: TrainConfig):
+        self.limits = [(clock, clock(), minutes * 60) for clock, minutes in
+                       ((time.perf_counter, cfg.minutes), (time.process_time, cfg.cpu_minutes)) if minutes]
+
+    def spent(self) -> float:
+        return max((clock() - start) / limit for clock, start, limit in self.limits) if self.limits else 0.0
+
+
+def _rank0(value: float, world: int) -> float:
+    """Rank 0's value, so that every process keeps the same schedule and stops at the same step."""
     if world == 1:
-        return flag
-    value = torch.tensor([int(flag)])
-    dist.broadcast(value, 0)
-    return bool(value.item())
+        return value
+    shared = torch.tensor([value], dtype=torch.float64)
+    dist.broadcast(shared, 0)
+    return float(shared.item())
 
 
 def _optimiser(model: TimelineGPT, cfg: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
