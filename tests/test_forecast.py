@@ -7,7 +7,6 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 import pytest
-import torch
 from hypothesis import given
 from hypothesis import strategies as st
 from sklearn.metrics import roc_auc_score
@@ -16,11 +15,8 @@ from typer.testing import CliRunner
 from farr.cli import app
 from farr.events.io import DatasetWriter, read_outcomes
 from farr.forecast import metrics
-from farr.forecast.generate import _Context
 from farr.forecast.landmark import at_age, labels, landmark, landmark_day, outcomes_for
 from farr.forecast.predict import parse_horizons
-from farr.model.data import PREFIX
-from farr.model.gpt import GPTConfig, TimelineGPT
 from farr.model.tokenizer import Tokenizer
 from farr.simulate.oracle import Oracle
 
@@ -149,25 +145,3 @@ def test_a_corrupted_model_is_named(population, trained, tmp_path):
     result = runner.invoke(app, ["evaluate", str(broken), str(population), "--out", str(tmp_path / "e")])
     assert result.exit_code == 2
     assert "model.pt: corrupted checkpoint" in result.output and len(result.output.strip().splitlines()) == 1
-
-
-def test_sampling_past_a_full_window_recalls_history_and_keeps_the_cache_exact():
-    torch.manual_seed(0)
-    predictable = torch.arange(40) >= 10  # 0-9 stand for padding, specials and demographics
-    model = TimelineGPT(GPTConfig(vocab_size=40, block_size=24, n_layer=2, n_head=2, n_embd=16), predictable).eval()
-    tokens = torch.zeros(2, 24, dtype=torch.long)
-    tokens[:, :PREFIX + 1] = torch.tensor([3, 4, 5, 6, 7, 30])[:PREFIX + 1]
-    ages = torch.zeros(2, 24)
-    ages[:, PREFIX] = 20.0
-    context = _Context(model, tokens, ages, torch.full((2,), PREFIX))
-    with torch.no_grad():
-        for i in range(60):
-            token = torch.tensor([10 + i % 12, 11 + i % 5])
-            context.advance(token, context.age_at_last() + 0.1)
-            fresh = model.log_rates(context.tokens, context.ages, at=context.last).exp()
-            torch.testing.assert_close(context.rate, fresh, rtol=1e-4, atol=1e-6)
-    assert (context.tokens[:, :PREFIX] == tokens[:, :PREFIX]).all()
-    assert (context.tokens == 30).any(dim=1).all()  # the first event, long cut, is recalled
-    for tokens_of, ages_of in zip(context.tokens, context.ages):
-        body = ages_of[PREFIX:][tokens_of[PREFIX:] > 0]
-        assert (body.diff() >= 0).all()  # recalled codes, then recent ones, in time order

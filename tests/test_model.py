@@ -12,6 +12,7 @@ import farr.model.train
 from farr.model.card import read_card
 from farr.model.data import NO_EVENT_ID, PREFIX, RECALL_SHARE, TrainingBatches, predictable, window
 from farr.model.gpt import IGNORE, GPTConfig, TimelineGPT
+from farr.model.sampling import _Context
 from farr.model.train import CHECKPOINT, load_model, train
 
 
@@ -155,3 +156,25 @@ def test_the_model_card_records_a_disclosure_controlled_training_population(trai
     assert card["data_window"]["first_date"] < card["data_window"]["last_date"] <= "2025-01-01"
     with pytest.raises(ValueError, match="training population is not recorded"):
         read_card(tmp_path)
+
+
+def test_sampling_past_a_full_window_recalls_history_and_keeps_the_cache_exact():
+    torch.manual_seed(0)
+    predictable = torch.arange(40) >= 10  # 0-9 stand for padding, specials and demographics
+    model = TimelineGPT(GPTConfig(vocab_size=40, block_size=24, n_layer=2, n_head=2, n_embd=16), predictable).eval()
+    tokens = torch.zeros(2, 24, dtype=torch.long)
+    tokens[:, :PREFIX + 1] = torch.tensor([3, 4, 5, 6, 7, 30])[:PREFIX + 1]
+    ages = torch.zeros(2, 24)
+    ages[:, PREFIX] = 20.0
+    context = _Context(model, tokens, ages, torch.full((2,), PREFIX))
+    with torch.no_grad():
+        for i in range(60):
+            token = torch.tensor([10 + i % 12, 11 + i % 5])
+            context.advance(token, context.age_at_last() + 0.1)
+            fresh = model.log_rates(context.tokens, context.ages, at=context.last).exp()
+            torch.testing.assert_close(context.rate, fresh, rtol=1e-4, atol=1e-6)
+    assert (context.tokens[:, :PREFIX] == tokens[:, :PREFIX]).all()
+    assert (context.tokens == 30).any(dim=1).all()  # the first event, long cut, is recalled
+    for tokens_of, ages_of in zip(context.tokens, context.ages):
+        body = ages_of[PREFIX:][tokens_of[PREFIX:] > 0]
+        assert (body.diff() >= 0).all()  # recalled codes, then recent ones, in time order

@@ -1,0 +1,138 @@
+"""Sampling timelines forward from a TimelineGPT (competing exponential clocks).
+
+From each row's context the next event is drawn as the model defines it: the waiting time is
+exponential with the total rate Λ = Σ λ_j, the event is token j with probability λ_j / Λ. A row
+goes on until its age limit, a stop token (death) or `max_events`. Forecasting continues people's
+histories from a landmark; synthesis starts from demographic tokens alone.
+
+Each step appends one token a row through the model's key/value cache, which grows with the
+longest row (attention costs what is used, not the whole block). A full window is cut the way
+training cuts windows (prefix, recalled earlier codes, recent events) and recomputed. Finished
+rows ride along until they are half the batch, then the batch is compacted.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from farr.model.data import PAD_ID, window
+from farr.model.gpt import TimelineGPT
+
+FREE_AFTER_CUT = 64  # new tokens a cut window makes room for (at most a quarter of the block)
+
+
+@dataclass
+class Sampled:
+    """Sampled events: each one's row (of the contexts given), token and age, in sampling order."""
+
+    row: np.ndarray
+    token: np.ndarray
+    age: np.ndarray
+
+
+@torch.no_grad()
+def sample_events(model: TimelineGPT, tokens: torch.Tensor, ages: torch.Tensor, last: torch.Tensor,
+                  until: torch.Tensor, *, stop: list[int], never: list[int], generator: torch.Generator,
+                  max_events: int) -> Sampled:
+    """Sample forward from left-aligned contexts `tokens`, `ages` (n, w), whose last real token is
+    at `last` (n,), until each row's age `until` (n,), a `stop` token or `max_events` events.
+    Tokens in `never` are not sampled."""
+    state = _Context(model, tokens, ages, last)
+    stop_tokens, never_tokens = torch.tensor(stop, dtype=torch.long), torch.tensor(never, dtype=torch.long)
+    found: list[tuple[torch.Tensor, ...]] = []
+    for _ in range(max_events):
+        if not state.alive.any():
+            break
+        token, age = _draw(state.rate, never_tokens, state.age_at_last(), generator)
+        happened = state.alive & (age <= until[state.rows])
+        found.append((state.rows[happened], token[happened], age[happened]))
+        state.alive = happened & ~torch.isin(token, stop_tokens)
+        state.advance(token, age)
+    if not found:
+        return Sampled(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0))
+    return Sampled(*(torch.cat(x).numpy() for x in zip(*found)))
+
+
+def _draw(rate: torch.Tensor, never: torch.Tensor, now: torch.Tensor, generator: torch.Generator):
+    """The next event of every row: token j with probability λ_j / Λ, after an Exp(Λ) wait."""
+    rate = rate.clone()
+    rate[:, never] = 0.0
+    cumulative = rate.cumsum(dim=1)
+    total = cumulative[:, -1]
+    wait = torch.empty(len(total)).exponential_(generator=generator) / total
+    u = torch.rand(len(total), 1, generator=generator) * total[:, None]
+    token = torch.searchsorted(cumulative, u).squeeze(1).clamp(max=rate.shape[1] - 1)
+    return token, now + wait
+
+
+class _Context:
+    """The rows' token windows (each `block` wide), the model's key/value cache and next-event rates."""
+
+    def __init__(self, model: TimelineGPT, tokens: torch.Tensor, ages: torch.Tensor, last: torch.Tensor):
+        n, self.model, self.block = len(last), model, model.cfg.block_size
+        self.tokens = torch.full((n, self.block), PAD_ID, dtype=torch.long)
+        self.ages = torch.zeros((n, self.block))
+        width = min(tokens.shape[1], self.block)
+        self.tokens[:, :width], self.ages[:, :width] = tokens[:, :width], ages[:, :width]
+        self.rows, self.alive, self.last = torch.arange(n), torch.ones(n, dtype=torch.bool), last.clone()
+        self.cache = [(torch.zeros(0), torch.zeros(0))] * model.cfg.n_layer
+        self.rate = torch.empty(n, model.cfg.vocab_size)
+        self._prefill(torch.ones(n, dtype=torch.bool))
+
+    def age_at_last(self) -> torch.Tensor:
+        return self.ages[torch.arange(len(self.last)), self.last]
+
+    def advance(self, token: torch.Tensor, age: torch.Tensor) -> None:
+        """Append each row's `token` at `age` (finished rows' appends are never read)."""
+        if self.alive.sum() < len(self.alive) / 2:
+            keep = self.alive
+            self._compact(keep)
+            token, age = token[keep], age[keep]
+            if not keep.any():
+                return
+        full = self.last == self.block - 1
+        for row in full.nonzero().flatten():
+            self._cut(row)
+        self.last += 1
+        self._fit_cache(int(self.last.max()) + 1)
+        index = torch.arange(len(self.last))
+        self.tokens[index, self.last], self.ages[index, self.last] = token, age.to(self.ages.dtype)
+        self.rate = self.model.step(token, self.ages[index, self.last], self.last, self.cache).exp()
+        if full.any():
+            self._prefill(full)
+
+    def _prefill(self, rows: torch.Tensor) -> None:
+        """Recompute the cache and rates of `rows` (bool) from their windows."""
+        width = int(self.last[rows].max()) + 1
+        self._fit_cache(width)
+        fresh: list = []
+        log_rate = self.model.log_rates(self.tokens[rows, :width], self.ages[rows, :width], fresh, at=self.last[rows])
+        for (k, v), (new_k, new_v) in zip(self.cache, fresh):
+            k[rows, :, :width], v[rows, :, :width] = new_k, new_v
+        self.rate[rows] = log_rate.exp()
+
+    def _fit_cache(self, width: int) -> None:
+        """Widen the cache (doubling, up to the block) so that it holds `width` positions."""
+        held = self.cache[0][0].shape[2] if self.cache[0][0].dim() == 4 else 0
+        if width <= held:
+            return
+        c = self.model.cfg
+        grown = min(self.block, max(width, 2 * held, 16))
+        shape = (len(self.last), c.n_head, grown - held, c.n_embd // c.n_head)
+        self.cache = [tuple(torch.cat([x, torch.zeros(shape)], dim=2) if held else torch.zeros(shape) for x in kv)
+                      for kv in self.cache]
+
+    def _cut(self, row: torch.Tensor) -> None:
+        free = min(FREE_AFTER_CUT, self.block // 4)
+        keep = torch.from_numpy(window(self.tokens[row].numpy(), self.block, self.block - free)[0])
+        for x, empty in ((self.tokens, PAD_ID), (self.ages, 0.0)):
+            x[row] = torch.cat([x[row, keep], x.new_full((self.block - len(keep),), empty)])
+        self.last[row] = len(keep) - 1
+
+    def _compact(self, keep: torch.Tensor) -> None:
+        self.rows, self.tokens, self.ages, self.last, self.alive, self.rate = (
+            x[keep] for x in (self.rows, self.tokens, self.ages, self.last, self.alive, self.rate))
+        self.cache = [(k[keep], v[keep]) for k, v in self.cache]
