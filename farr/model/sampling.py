@@ -60,12 +60,19 @@ def _draw(rate: torch.Tensor, never: torch.Tensor, now: torch.Tensor, generator:
     """The next event of every row: token j with probability λ_j / Λ, after an Exp(Λ) wait."""
     rate = rate.clone()
     rate[:, never] = 0.0
+    wait = torch.empty(len(rate)).exponential_(generator=generator) / rate.sum(dim=1)
+    return draw_tokens(rate, torch.rand(len(rate), generator=generator)), now + wait
+
+
+def draw_tokens(rate: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """Token j with probability rate_j / Σ rate (rows), from uniforms u in [0, 1); never a zero-rate token."""
     cumulative = rate.cumsum(dim=1)
-    total = cumulative[:, -1]
-    wait = torch.empty(len(total)).exponential_(generator=generator) / total
-    u = torch.rand(len(total), 1, generator=generator) * total[:, None]
-    token = torch.searchsorted(cumulative, u).squeeze(1).clamp(max=rate.shape[1] - 1)
-    return token, now + wait
+    # right: the first token whose cumulative rate exceeds u·total, so u = 0 cannot land on a zero rate
+    token = torch.searchsorted(cumulative, u[:, None] * cumulative[:, -1:], right=True).squeeze(1)
+    token = token.clamp(max=rate.shape[1] - 1)
+    rounded = rate.gather(1, token[:, None]).squeeze(1) == 0  # u·total rounded up to the total
+    token[rounded] = rate[rounded].argmax(dim=1)
+    return token
 
 
 class _Context:

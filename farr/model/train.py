@@ -96,7 +96,7 @@ def train(dataset: str | Path, out: str | Path, cfg: TrainConfig, *, resume: boo
     split = timelines.split
     torch.manual_seed(cfg.seed)
     model = build_model(tokenizer, cfg.preset).to(device)
-    optimiser = _optimiser(model, cfg, device)
+    optimiser = make_optimiser(model, cfg.learning_rate, cfg.weight_decay, device)
     batches = TrainingBatches(timelines, np.flatnonzero(split == 0)[rank::world], model.cfg.block_size,
                               seed=cfg.seed + rank)
     if resume:
@@ -138,10 +138,7 @@ class _Run:
         for group in self.optimiser.param_groups:
             group["lr"] = learning_rate(self.cfg, step, spent)
         loss = self.ddp(**batch)["loss"]
-        self.optimiser.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
-        self.optimiser.step()
+        descend(self.model, self.optimiser, loss, self.cfg.grad_clip)
         return loss.item(), int((batch["tokens"] != 0).sum()) * self.world
 
     def log(self, summary: dict) -> None:
@@ -203,11 +200,21 @@ def _rank0(value: float, world: int) -> float:
     return float(shared.item())
 
 
-def _optimiser(model: TimelineGPT, cfg: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
+def make_optimiser(model: TimelineGPT, learning_rate: float, weight_decay: float,
+                   device: torch.device = torch.device("cpu")) -> torch.optim.Optimizer:
+    """AdamW with weight decay on matrices only (not norms, biases or the rate offset)."""
     decay = [p for p in model.parameters() if p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.dim() < 2]
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=cfg.learning_rate, betas=(0.9, 0.95), fused=device.type == "cuda")
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=learning_rate, betas=(0.9, 0.95), fused=device.type == "cuda")
+
+
+def descend(model: torch.nn.Module, optimiser: torch.optim.Optimizer, loss: torch.Tensor, grad_clip: float) -> None:
+    """One clipped gradient step on `loss`."""
+    optimiser.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    optimiser.step()
 
 
 def _validation_batches(timelines: Timelines, split: np.ndarray, block: int, cfg: TrainConfig) -> list[dict]:

@@ -1,0 +1,1 @@
+"""Population health view: risk by patient group, inequality, planning projections, validation."""

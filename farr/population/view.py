@@ -1,0 +1,284 @@
+"""`farr population`: expected events by patient group, inequality, planning and validation.
+
+Every person registered and alive at the landmark gets the model's analytic risk of each
+outcome within each horizon (people who already have a non-recurrent outcome are not at risk
+of a new one). A group's expected cases are the sum of its people's risks, its rate the
+expected cases per 100,000 people at risk; intervals come from a bootstrap over people
+(`rates.py` says why). Observed rates sit beside them where follow-up reaches the horizon, and
+on a simulated dataset the oracle's true expected rate for the same people does too.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+from farr.events.io import read_outcomes
+from farr.forecast.landmark import landmark, landmark_ages, labels, outcomes_for, timelines_for
+from farr.forecast.generate import sampled_first_occurrences
+from farr.forecast.risk import analytic_risk, landmark_rates, not_at_risk, rollout_risk
+from farr.model.card import data_window, read_card
+from farr.model.train import load_model
+from farr.privacy.sdc import resolve_profile
+from farr.population.disclosure import release_inequality, release_planning, release_rates
+from farr.population.groups import GROUPINGS, group_index, group_labels
+from farr.population.inequality import IMD_ORDER, imd_positions, slope_indices
+from farr.population.oracle import oracle_group_rates
+from farr.population.planning import project
+from farr.population.rates import (PER_100K, REPLICATES, GroupTotals, bootstrap_totals, cell_table, group_sums,
+                                   ratio_interval)
+
+KEYS = ["grouping", "group", "outcome", "horizon_years"]
+VALIDATION_MIN_PEOPLE = 10_000  # groups this large are held to the 10% / coverage figures
+TOP_GROUPS = 5
+
+
+@dataclass
+class PopulationConfig:
+    groupings: tuple[str, ...] = tuple(GROUPINGS)
+    horizons: tuple[float, ...] = (1.0, 5.0)
+    at: str | None = None  # landmark date (or age); default: the last recorded date in the dataset
+    samples: int = 2  # sampled futures per person for the planning projections (0: no projections)
+    risks: str = "analytic"  # or "rollout": each person's risks from `samples` sampled futures (slower)
+    planning_people: int = 10_000  # people whose futures are sampled (a random subsample)
+    replicates: int = REPLICATES
+    sdc: str = "opensafely"
+    oracle_draws: int = 20
+    seed: int = 0
+    bf16: bool = False
+    notes: list[str] = field(default_factory=list)
+
+
+def check_horizons(model_dir, horizons) -> float:
+    """The model's training window in years; a horizon longer than it is an error."""
+    window = read_card(model_dir)["data_window"]
+    first, last = (dt.date.fromisoformat(window[k]) for k in ("first_date", "last_date"))
+    years = (last - first).days / 365.25
+    for h in horizons:
+        if h > years:
+            raise ValueError(f"--horizon {h:g}y is beyond the model's training window ({window['first_date']} to "
+                             f"{window['last_date']}, {years:.1f} years): it never saw follow-up that long")
+    return years
+
+
+def person_risks(model, timelines, mark, outcomes, cfg: PopulationConfig) -> np.ndarray:
+    """(n, outcomes, horizons): analytic (the rate at the landmark held for the horizon), or the
+    share of `samples` sampled futures with the outcome (ageing and new conditions play out)."""
+    if cfg.risks == "analytic":
+        return analytic_risk(landmark_rates(model, timelines, mark, bf16=cfg.bf16), outcomes, list(cfg.horizons))
+    first = sampled_first_occurrences(model, timelines, outcomes, mark, max(cfg.horizons), cfg.samples, cfg.seed)
+    return rollout_risk(first, list(cfg.horizons))
+
+
+def landmark_cohort(model_dir, dataset, at: str | None):
+    """(model, timelines, outcomes, landmark, cohort): everyone registered and alive at `at`
+    (default: the dataset's last recorded date)."""
+    model, tokenizer = load_model(model_dir)
+    timelines = timelines_for(tokenizer, dataset)
+    outcomes = outcomes_for(tokenizer, read_outcomes(dataset))
+    if not outcomes:
+        raise ValueError(f"{dataset}: defines no outcomes the model knows (metadata/farr.json extra.outcomes)")
+    at = at or data_window(timelines)["last_date"]
+    mark = landmark(timelines, landmark_ages(timelines, at), outcomes)
+    if not len(mark.people):
+        raise ValueError(f"{dataset}: nobody is registered and alive at --at {at}")
+    return model, timelines, outcomes, at, mark
+
+
+PHASES = ("landmark cohort", "per-person risks", "group totals", "oracle", "planning rollouts", "disclosure control")
+
+
+@contextmanager
+def _phases(progress: bool):
+    """A `step(name)` that shows which phase runs (only when asked: stderr is a terminal)."""
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), disable=not progress,
+                  transient=True) as bar:
+        task = bar.add_task(PHASES[0], total=len(PHASES))
+        yield lambda name: bar.update(task, completed=PHASES.index(name), description=name)
+
+
+def population_view(model_dir, dataset, cfg: PopulationConfig | None = None, *, progress: bool = False) -> dict:
+    """All tables, disclosure-controlled, with the SDC findings and the validation summary."""
+    cfg = cfg or PopulationConfig()
+    horizons = list(cfg.horizons)
+    resolve_profile(cfg.sdc)  # a misspelt option fails before the work, not after
+    if cfg.risks not in ("analytic", "rollout") or (cfg.risks == "rollout" and cfg.samples < 1):
+        raise ValueError(f"--risks {cfg.risks!r}: choose analytic, or rollout with --samples of at least 1")
+    window_years = check_horizons(model_dir, horizons)
+    with _phases(progress) as step:
+        model, timelines, outcomes, at, mark = landmark_cohort(model_dir, dataset, cfg.at)
+        groups = {"all": np.full(len(mark.people), "all")} | group_labels(
+            dataset, timelines.subject_id[mark.people], mark.age, list(cfg.groupings))
+        step("per-person risks")
+        at_risk = ~not_at_risk(mark, outcomes)
+        risk = np.where(at_risk[:, :, None], person_risks(model, timelines, mark, outcomes, cfg), 0.0)
+        risk = risk.astype(np.float32)
+        step("group totals")
+        flat = risk.reshape(len(risk), -1)
+        sums = bootstrap_totals(groups, np.concatenate([flat, at_risk, flat * (1 - flat)], axis=1),
+                                replicates=cfg.replicates, seed=cfg.seed)
+        names = [o.name for o in outcomes]
+        table = rates_table(sums, names, horizons, seed=cfg.seed).join(
+            observed_table(groups, mark, outcomes, horizons, risk), how="left", on=KEYS)
+        step("oracle")
+        oracle = oracle_group_rates(dataset, timelines, mark, outcomes, horizons, groups, at_risk,
+                                    draws=cfg.oracle_draws, seed=cfg.seed)
+        if oracle is None:
+            cfg.notes.append("no ground truth in the dataset: no validation against the oracle")
+        else:
+            table = table.join(oracle, how="left", on=KEYS)
+        step("planning rollouts")
+        planning = project(model, timelines, mark, outcomes, groups.get("region", groups["all"]),
+                           years=int(np.ceil(max(horizons))), draws=cfg.samples, people=cfg.planning_people,
+                           replicates=cfg.replicates, seed=cfg.seed) if cfg.samples else None
+        step("disclosure control")
+        rates, rate_sdc = release_rates(table, cfg.sdc)
+    everyone = rates.filter(pl.col("grouping") == "all")["people"][0]  # released (rounded), never the raw count
+    result = {"config": asdict(cfg) | {"at": at}, "people": everyone,
+              "training_window_years": round(window_years, 2), "outcomes": names,
+              "group_rates": rates, "highest_risk": highest_risk(rates), "sdc": {"group_rates": rate_sdc}}
+    inequality = inequality_table(sums["imd"], names, horizons) if "imd" in sums else None
+    if inequality is not None:
+        result["inequality"] = release_inequality(inequality, rates)
+    if planning is not None:
+        result["planning"], result["sdc"]["planning"] = release_planning(planning, cfg.sdc)
+    if oracle is not None:
+        result["validation"] = validation_summary(table)
+    return result
+
+
+def rates_table(sums: dict[str, GroupTotals], outcomes: list[str], horizons: list[float], *, seed: int = 0
+                ) -> pl.DataFrame:
+    """Per grouping, group, outcome and horizon: people, at risk, expected cases, rate per 100,000 at
+    risk, and two 90% intervals from the bootstrap replicates: `ci_*` for the expected rate (which
+    people make up the group) and `pi_*` for the rate that will be observed (adding the chance of
+    each person's outcome, Σ p(1 − p), as a normal draw per replicate: a rollout of the risks)."""
+    k, h = len(outcomes), len(horizons)
+    rng = np.random.default_rng(seed)
+    parts = []
+    for grouping, s in sums.items():
+        shape = (len(s.names), k, h)
+        expected, at_risk = s.totals[:, :k * h].reshape(shape), s.totals[:, k * h:k * h + k, None]
+        boot_expected = s.replicates[..., :k * h].reshape(-1, *shape)
+        boot_at_risk = s.replicates[..., k * h:k * h + k, None]
+        chance = np.sqrt(s.replicates[..., k * h + k:].reshape(-1, *shape)) * rng.standard_normal(boot_expected.shape)
+        ci = ratio_interval(boot_expected, boot_at_risk)
+        pi = ratio_interval(np.maximum(boot_expected + chance, 0.0), boot_at_risk)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            rate = expected / at_risk
+        parts.append(cell_table(grouping, s.names, outcomes, horizons, {
+            "people": s.people.astype(np.int64)[:, None, None], "at_risk": at_risk.astype(np.int64),
+            "expected_cases": expected, "rate_per_100k": rate * PER_100K}
+            | {f"{name}_{end}_per_100k": bound * PER_100K for name, (lower, upper) in (("ci", ci), ("pi", pi))
+               for end, bound in (("lower", lower), ("upper", upper))}))
+    return pl.concat(parts).with_columns(pl.col(pl.Float64).fill_nan(None))
+
+
+def observed_table(groups: dict[str, np.ndarray], mark, outcomes, horizons, risk: np.ndarray) -> pl.DataFrame:
+    """Observed cases among people followed to the horizon (or to death), and the model's expected
+    cases for the same people: where there is no follow-up, the columns are null."""
+    per_horizon = [labels(mark, outcomes, h) for h in horizons]
+    followed = np.stack([usable for _, usable in per_horizon], axis=-1)  # (n, K, H)
+    observed = np.stack([event & usable for event, usable in per_horizon], axis=-1)
+    values = np.concatenate([x.reshape(len(risk), -1) for x in (followed, observed, risk * followed)], axis=1)
+    k, h = len(outcomes), len(horizons)
+    parts = []
+    for grouping, lab in groups.items():
+        names, index = group_index(lab)
+        total = group_sums(index, len(names), values.astype(np.float64)).reshape(len(names), 3, k, h)
+        parts.append(cell_table(grouping, names, [o.name for o in outcomes], horizons, {
+            "followed": total[:, 0].astype(np.int64), "observed_cases": total[:, 1].astype(np.int64),
+            "model_cases_followed": total[:, 2]}))
+    table = pl.concat(parts)
+    return table.with_columns(*(pl.when(pl.col("followed") > 0).then(pl.col(c)).otherwise(None)
+                                for c in ("followed", "observed_cases", "model_cases_followed")))
+
+
+def inequality_table(s: GroupTotals, outcomes: list[str], horizons: list[float]) -> pl.DataFrame | None:
+    """Rate ratios of each IMD quintile against the least deprived, SII and RII, with intervals."""
+    order = imd_positions(s.names)
+    if order is None:
+        return None
+    k, h = len(outcomes), len(horizons)
+    at_risk_columns = k * h + np.repeat(np.arange(k), h)
+
+    def rates(totals, people):  # (..., 5 quintiles, K*H), (..., 5, K*H)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return totals[..., order, :k * h] / people[..., order, :][..., at_risk_columns]
+
+    point = rates(s.totals, s.totals)
+    boot = rates(s.replicates, s.replicates)
+    shares, boot_shares = s.totals[order][:, at_risk_columns], s.replicates[:, order][..., at_risk_columns]
+    sii, rii = slope_indices(point.T, shares.T)
+    boot_sii, boot_rii = slope_indices(np.swapaxes(boot, 1, 2), np.swapaxes(boot_shares, 1, 2))
+    rows = []
+    for cell in range(k * h):
+        base = {"outcome": outcomes[cell // h], "horizon_years": horizons[cell % h]}
+        for q, quintile in enumerate(IMD_ORDER[1:], start=1):
+            with np.errstate(divide="ignore", invalid="ignore"):
+                ratio, boot_ratio = point[q, cell] / point[0, cell], boot[:, q, cell] / boot[:, 0, cell]
+            rows.append(base | {"measure": f"rate_ratio_imd{quintile}_vs_imd5", "value": ratio}
+                        | _interval(boot_ratio))
+        rows.append(base | {"measure": "sii_per_100k", "value": sii[cell] * PER_100K}
+                    | _interval(boot_sii[:, cell] * PER_100K))
+        rows.append(base | {"measure": "rii", "value": rii[cell]} | _interval(boot_rii[:, cell]))
+    return pl.DataFrame(rows).with_columns(pl.col(pl.Float64).fill_nan(None))
+
+
+def _interval(replicates: np.ndarray) -> dict:
+    finite = replicates[np.isfinite(replicates)]
+    lower, upper = np.percentile(finite, (5, 95)) if len(finite) else (np.nan, np.nan)
+    return {"lower": float(lower), "upper": float(upper)}
+
+
+def highest_risk(rates: pl.DataFrame, top: int = TOP_GROUPS) -> pl.DataFrame:
+    """For each outcome and horizon, the released groups with the highest rates."""
+    return (rates.filter((pl.col("grouping") != "all") & pl.col("rate_per_100k").is_not_null())
+            .sort("rate_per_100k", descending=True)
+            .group_by("outcome", "horizon_years", maintain_order=True).head(top)
+            .with_columns(pl.col("rate_per_100k").rank("ordinal", descending=True)
+                          .over("outcome", "horizon_years").alias("rank"))
+            .select("outcome", "horizon_years", "rank", "grouping", "group", "rate_per_100k",
+                    "ci_lower_per_100k", "ci_upper_per_100k")
+            .sort("outcome", "horizon_years", "rank"))
+
+
+def validation_summary(table: pl.DataFrame) -> dict:
+    """Model against oracle group rates: bias, within 10%, and interval coverage, for all groups
+    and for groups of at least VALIDATION_MIN_PEOPLE people (computed before SDC; shares only)."""
+    rows = table.filter(pl.col("oracle_per_100k").is_not_null() & (pl.col("oracle_per_100k") > 0)
+                        & pl.col("rate_per_100k").is_not_null())
+    rows = rows.with_columns((pl.col("rate_per_100k") / pl.col("oracle_per_100k") - 1).alias("bias"),
+                             *(pl.col("oracle_per_100k").is_between(f"{i}_lower_per_100k", f"{i}_upper_per_100k")
+                               .alias(f"covered_{i}") for i in ("ci", "pi")))
+    summary = {}
+    for name, part in (("all_groups", rows), ("large_groups", rows.filter(pl.col("people") >= VALIDATION_MIN_PEOPLE))):
+        summary[name] = {"cells": part.height} | ({} if not part.height else {
+            "median_abs_bias": float(part["bias"].abs().median()),
+            "mean_bias": float(part["bias"].mean()),
+            "share_within_10pct": float((part["bias"].abs() <= 0.10).mean()),
+            "coverage_90pct_ci": float(part["covered_ci"].mean()),
+            "coverage_90pct_pi": float(part["covered_pi"].mean())})
+    summary["min_people_for_large"] = VALIDATION_MIN_PEOPLE
+    return summary
+
+
+def save(result: dict, out: str | Path) -> Path:
+    """CSV tables and population.json (summary, SDC findings, validation) in `out`."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    summary = {}
+    for name, value in result.items():
+        if isinstance(value, pl.DataFrame):
+            value.write_csv(out / f"{name}.csv", float_precision=6)
+        else:
+            summary[name] = value
+    (out / "population.json").write_text(json.dumps(summary, indent=1, default=float))
+    return out / "population.json"

@@ -1,0 +1,195 @@
+"""Population health view: groupings, bootstrap totals, inequality indices, disclosure control, end to end."""
+
+import numpy as np
+import polars as pl
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from typer.testing import CliRunner
+
+from farr.cli import app
+from farr.forecast.predict import forecast
+from farr.model.train import TrainConfig, train
+from farr.population.groups import AGE_BANDS, GROUPINGS, age_band, parse_groupings
+from farr.population.inequality import ridits, slope_indices
+from farr.population.rates import bootstrap_totals
+from farr.population.view import PopulationConfig, check_horizons, population_view
+from farr.simulate.simulator import simulate_dataset
+
+runner = CliRunner()
+SMALL = dict(replicates=30, oracle_draws=4, planning_people=60)
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory):
+    """(model directory, dataset): 400 simulated people and a tiny model trained for a few steps."""
+    root = tmp_path_factory.mktemp("population")
+    dataset = simulate_dataset(root / "data", 400, seed=11, workers=1, progress=False)
+    cfg = TrainConfig(preset="tiny", max_steps=6, batch_size=8, eval_every=3, checkpoint_every=3, warmup_steps=1,
+                      min_count=1)
+    train(dataset, root / "model", cfg, progress=False)
+    return root / "model", dataset
+
+
+@given(st.lists(st.sampled_from(list(GROUPINGS)), min_size=1, max_size=5, unique=True))
+def test_known_groupings_parse_in_order(names):
+    assert parse_groupings(",".join(names)) == names
+
+
+@pytest.mark.parametrize("bad, message", [("region,postcode", "unknown grouping 'postcode'"),
+                                          ("", "names no grouping"), ("sex,sex", "twice")])
+def test_bad_groupings_are_named(bad, message):
+    with pytest.raises(ValueError, match=message):
+        parse_groupings(bad)
+
+
+def test_age_bands_start_at_their_lower_edges():
+    bands = age_band(np.array([0.0, 17.99, 18.0, 64.5, 65.0, 84.9, 85.0, 101.0]))
+    assert list(bands) == ["0-17", "0-17", "18-29", "45-64", "65-74", "75-84", "85+", "85+"]
+    assert len(set(age_band(np.arange(0, 110, 0.5)))) == len(AGE_BANDS)
+
+
+@given(st.floats(1.0, 1000.0), st.floats(-0.9, 5.0),
+       st.lists(st.floats(0.05, 1.0), min_size=5, max_size=5))
+def test_a_linear_gradient_gives_its_slope_and_ratio(intercept, relative, shares):
+    shares = np.array(shares)
+    slope = intercept * relative
+    rates = intercept + slope * ridits(shares)
+    sii, rii = slope_indices(rates, shares)
+    assert sii == pytest.approx(slope, rel=1e-6, abs=1e-6)
+    assert rii == pytest.approx((intercept + slope) / intercept, rel=1e-6)
+
+
+def test_ridits_are_midpoints_of_cumulative_shares():
+    assert ridits(np.array([1.0, 1.0, 2.0])) == pytest.approx([0.125, 0.375, 0.75])
+
+
+def test_bootstrap_totals_sum_groups_and_resample_around_them():
+    rng = np.random.default_rng(0)
+    values = rng.random((5000, 3))
+    labels = rng.choice(np.array(["a", "b", "c"]), 5000)
+    sums = bootstrap_totals({"g": labels}, values, replicates=400, seed=1)["g"]
+    assert list(sums.names) == ["a", "b", "c"]
+    for g, name in enumerate(sums.names):
+        assert sums.people[g] == (labels == name).sum()
+        assert sums.totals[g] == pytest.approx(values[labels == name].sum(axis=0), rel=1e-5)
+    mean = sums.replicates / sums.replicate_people[..., None]
+    assert mean.mean(axis=0) == pytest.approx(sums.totals / sums.people[:, None], rel=0.01)
+    # the spread of a resampled mean is the standard error of the mean
+    assert mean.std(axis=0)[0, 0] == pytest.approx(values[labels == "a", 0].std() / np.sqrt(sums.people[0]), rel=0.2)
+
+
+def test_a_horizon_beyond_the_training_window_is_refused(small):
+    model, _ = small
+    with pytest.raises(ValueError, match="beyond the model's training window"):
+        check_horizons(model, [1.0, 40.0])
+
+
+@pytest.fixture(scope="module")
+def view(small):
+    model, dataset = small
+    return population_view(model, dataset, PopulationConfig(at="2018-01-01", horizons=(1.0, 5.0), samples=0,
+                                                            **SMALL))
+
+
+def test_released_counts_are_safe_and_rates_need_their_counts(view):
+    rates = view["group_rates"]
+    for column in ("people", "at_risk", "expected_cases", "observed_cases", "followed"):
+        released = rates[column].drop_nulls().to_numpy()
+        assert not ((released > 0) & (released <= 7)).any(), column
+        assert (released % 5 == 0).all(), column
+    hidden = rates.filter(pl.col("expected_cases").is_null() | pl.col("people").is_null())
+    assert hidden["rate_per_100k"].is_null().all() and hidden["pi_upper_per_100k"].is_null().all()
+    assert (hidden["sdc"] != "released").all()
+    shown = rates.filter(pl.col("rate_per_100k").is_not_null())
+    assert shown.height and (shown["sdc"] == "released").all()
+    assert ((shown["ci_lower_per_100k"] <= shown["rate_per_100k"] * 1.01)
+            & (shown["rate_per_100k"] <= shown["ci_upper_per_100k"] * 1.01)).all()
+    assert (shown["pi_upper_per_100k"] - shown["pi_lower_per_100k"]
+            >= shown["ci_upper_per_100k"] - shown["ci_lower_per_100k"] - 1e-9).all()
+
+
+def test_observed_rates_sit_beside_the_model_where_follow_up_exists(view):
+    rates = view["group_rates"].filter(pl.col("observed_per_100k").is_not_null())
+    assert rates.height
+    assert (rates["followed"] <= rates["at_risk"] + 5).all()  # both rounded to 5
+    modelled = rates.filter(pl.col("model_cases_followed").is_not_null())
+    assert modelled.height and modelled["model_per_100k_followed"].is_not_null().all()
+
+
+def test_every_grouping_partitions_the_landmark_population(view):
+    people = view["group_rates"].filter(pl.col("outcome") == view["outcomes"][0], pl.col("horizon_years") == 1.0)
+    total = people.filter(pl.col("grouping") == "all")["people"].item()
+    assert total == view["people"]
+    for grouping in GROUPINGS:
+        part = people.filter(pl.col("grouping") == grouping)["people"]
+        if part.null_count() == 0:  # rounding moves each cell by at most 2.5
+            assert abs(part.sum() - total) <= 2.5 * (part.len() + 1)
+
+
+def test_group_rates_match_the_per_person_forecast(small, tmp_path):
+    """The whole population's rate is the mean analytic risk, over people at risk, from `farr forecast`."""
+    model, dataset = small
+    result = population_view(model, dataset, PopulationConfig(at="2018-01-01", horizons=(1.0,), samples=0,
+                                                              sdc="minimum10", groupings=("sex",), **SMALL))
+    risks = pl.read_parquet(forecast(model, dataset, "2018-01-01", [1.0], tmp_path))
+    expected = risks.group_by("outcome").agg((pl.col("risk").fill_nan(None).mean() * 1e5).alias("mean"))
+    got = result["group_rates"].filter(pl.col("grouping") == "all").join(expected, on="outcome")
+    assert got.height == len(result["outcomes"])
+    assert abs(got["people"][0] - risks["subject_id"].n_unique()) <= 5  # rounded to 5 at most
+    assert got["rate_per_100k"].to_numpy() == pytest.approx(got["mean"].to_numpy(), rel=0.006)
+
+
+def test_inequality_validation_and_ranking_are_reported(view):
+    inequality = view["inequality"]
+    assert set(inequality["measure"]) >= {"sii_per_100k", "rii", "rate_ratio_imd1_vs_imd5"}
+    assert (inequality.filter(pl.col("value").is_null())["sdc"] != "released").all()
+    assert view["validation"]["all_groups"]["cells"] > 0
+    assert 0.0 <= view["validation"]["all_groups"]["coverage_90pct_pi"] <= 1.0
+    top = view["highest_risk"]
+    assert top.height and (top["grouping"] != "all").all()
+    for _, part in top.group_by("outcome", "horizon_years"):
+        assert part.sort("rank")["rate_per_100k"].is_sorted(descending=True)
+
+
+def test_rollout_risks_give_rates_near_the_analytic_ones(small):
+    """With a model that has barely learnt (rates nearly flat over time), sampled futures and the rate
+    held for the horizon agree up to Monte Carlo error."""
+    model, dataset = small
+    common = dict(at="2018-01-01", horizons=(1.0,), samples=8, groupings=("sex",), sdc="minimum10", **SMALL)
+    rates = {kind: population_view(model, dataset, PopulationConfig(risks=kind, **common))["group_rates"]
+             .filter(pl.col("grouping") == "all").sort("outcome") for kind in ("analytic", "rollout")}
+    analytic, rollout = (rates[k]["rate_per_100k"].to_numpy().astype(float) for k in ("analytic", "rollout"))
+    assert np.nanmedian(np.abs(rollout / analytic - 1)) < 0.25
+
+
+def test_without_follow_up_there_are_no_observed_rates(small):
+    model, dataset = small
+    result = population_view(model, dataset, PopulationConfig(horizons=(1.0,), samples=0, groupings=("sex",),
+                                                              **SMALL))
+    assert result["group_rates"]["observed_per_100k"].is_null().all()
+
+
+def test_the_command_writes_report_tables_and_planning(small, tmp_path):
+    model, dataset = small
+    result = runner.invoke(app, ["population", str(model), str(dataset), "--by", "region,imd", "--horizon", "1y,2y",
+                                 "--at", "2018-01-01", "--samples", "1", "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    for name in ("report.html", "group_rates.csv", "inequality.csv", "highest_risk.csv", "planning.csv"):
+        assert (tmp_path / name).exists(), name
+    planning = pl.read_csv(tmp_path / "planning.csv")
+    assert set(planning["year"]) == {1, 2}
+    assert set(planning["measure"]) == {"emergency_admissions", "ae_attendances", "new_diagnoses"}
+    released = planning["projected"].drop_nulls()
+    assert ((released == 0) | (released > 7)).all()
+
+
+@pytest.mark.parametrize("args, message", [(["--by", "postcode"], "unknown grouping"),
+                                           (["--horizon", "40y"], "training window"),
+                                           (["--sdc", "lax"], "unknown SDC profile"),
+                                           (["--risks", "rollout", "--samples", "0"], "--risks")])
+def test_bad_options_give_one_line_errors(small, tmp_path, args, message):
+    model, dataset = small
+    result = runner.invoke(app, ["population", str(model), str(dataset), "--out", str(tmp_path), *args])
+    assert result.exit_code != 0
+    assert message in result.output and len(result.output.strip().splitlines()) == 1
