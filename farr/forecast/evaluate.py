@@ -63,7 +63,8 @@ def evaluate(model_dir: str | Path, dataset: str | Path, cfg: EvaluationConfig |
              "supervised": supervised_baseline(tokenizer, timelines, train, test, outcomes, horizons)}
     truth = _truth(dataset, cfg)
     if truth is not None:
-        risks["oracle"] = _oracle_risk(*truth, timelines, test, outcomes, horizons, cfg)
+        risks["oracle"] = oracle_risk(*truth, timelines, test, outcomes, horizons, draws=cfg.oracle_draws,
+                                      seed=cfg.seed)
     blocked = not_at_risk(test, outcomes)
     risks = {name: np.where(blocked[:, :, None], np.nan, r) for name, r in risks.items()}
     result = {"config": asdict(cfg), "people": int(len(test.people)), "outcomes": [o.name for o in outcomes],
@@ -88,14 +89,15 @@ def _truth(dataset, cfg: EvaluationConfig):
         return None
 
 
-def _oracle_risk(oracle, truth, timelines: Timelines, test: Landmark, outcomes, horizons, cfg) -> np.ndarray:
-    """The oracle's risk of each outcome being coded within each horizon."""
-    rows = truth_rows(truth, timelines.subject_id[test.people])
-    risks = oracle.risk_on_day(rows, landmark_day(timelines, test), horizons, draws=cfg.oracle_draws,
-                               seed=cfg.seed, recorded=True)
+def oracle_risk(oracle, truth, timelines: Timelines, mark: Landmark, outcomes, horizons, *, draws: int,
+                seed: int) -> np.ndarray:
+    """(people, outcomes, horizons) the oracle's risk of each outcome being coded within each
+    horizon (NaN for outcomes the simulator does not know)."""
+    rows = truth_rows(truth, timelines.subject_id[mark.people])
+    risks = oracle.risk_on_day(rows, landmark_day(timelines, mark), horizons, draws=draws, seed=seed, recorded=True)
     column = {name: j for j, name in enumerate(risks.outcomes)}
     return np.stack([risks.probability[:, column[o.name]] if o.name in column
-                     else np.full((len(test.people), len(horizons)), np.nan) for o in outcomes], axis=1)
+                     else np.full((len(mark.people), len(horizons)), np.nan) for o in outcomes], axis=1)
 
 
 def _landmark_metrics(test: Landmark, outcomes, horizons, risks: dict) -> list[dict]:

@@ -6,13 +6,12 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
-from farr.forecast.landmark import landmark_day
-from farr.forecast.likelihood import truth_rows
+from farr.forecast.evaluate import oracle_risk
 from farr.population.groups import group_index
 from farr.population.rates import PER_100K, cell_table, group_sums
 
 
-def oracle_risk(dataset, timelines, mark, outcomes, horizons, *, draws: int, seed: int) -> np.ndarray | None:
+def _oracle_risk(dataset, timelines, mark, outcomes, horizons, *, draws: int, seed: int) -> np.ndarray | None:
     """(n, outcomes, horizons) true risk of each outcome being recorded within each horizon; None
     for a dataset without ground truth."""
     from farr.simulate.oracle import Oracle
@@ -21,17 +20,13 @@ def oracle_risk(dataset, timelines, mark, outcomes, horizons, *, draws: int, see
         oracle, truth = Oracle.from_dataset(dataset)
     except FileNotFoundError:
         return None
-    risks = oracle.risk_on_day(truth_rows(truth, timelines.subject_id[mark.people]), landmark_day(timelines, mark),
-                               horizons, draws=draws, seed=seed, recorded=True)
-    column = {name: j for j, name in enumerate(risks.outcomes)}
-    missing = np.full((len(mark.people), len(horizons)), np.nan)
-    return np.stack([risks.probability[:, column[o.name]] if o.name in column else missing for o in outcomes], axis=1)
+    return oracle_risk(oracle, truth, timelines, mark, outcomes, horizons, draws=draws, seed=seed)
 
 
 def oracle_group_rates(dataset, timelines, mark, outcomes, horizons, groups: dict[str, np.ndarray],
                        at_risk: np.ndarray, *, draws: int, seed: int) -> pl.DataFrame | None:
     """Per grouping, group, outcome and horizon: the oracle's expected cases per 100,000 at risk."""
-    risk = oracle_risk(dataset, timelines, mark, outcomes, horizons, draws=draws, seed=seed)
+    risk = _oracle_risk(dataset, timelines, mark, outcomes, horizons, draws=draws, seed=seed)
     if risk is None:
         return None
     known = at_risk[:, :, None] & ~np.isnan(risk)
