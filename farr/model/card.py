@@ -18,7 +18,7 @@ import polars as pl
 
 import farr
 from farr.events.io import read_metadata, sha256_file
-from farr.events.schema import METADATA_DIR
+from farr.events.schema import FARR_METADATA_FILE
 from farr.model.tokenizer import DAYS_PER_YEAR, DEMOGRAPHICS, Timelines, Tokenizer
 
 CARD = "model_card.json"
@@ -58,8 +58,7 @@ def read_card(model_dir: str | Path) -> dict:
 
 
 def _dataset(dataset: str | Path, train: Timelines) -> dict:
-    metadata_file = Path(dataset) / METADATA_DIR / "farr.json"
-    return {"farr_json_sha256": sha256_file(metadata_file),
+    return {"farr_json_sha256": sha256_file(Path(dataset) / FARR_METADATA_FILE),
             "schema_version": read_metadata(dataset)["schema_version"],
             "subjects": len(train),
             "events": int(len(train.tokens) - len(train) * len(DEMOGRAPHICS))}
