@@ -260,15 +260,17 @@ def sde_create_user(username: str = typer.Argument(...),
 
 @audit_app.command("verify")
 @one_line_errors
-def audit_verify(db: str = SDE_DB, workspace: Path = SDE_WORKSPACE) -> None:
+def audit_verify(db: str = SDE_DB, workspace: Path = SDE_WORKSPACE,
+                 expect: str = typer.Option(None, "--expect", help="A head (ID:HASH) printed by an earlier verify: "
+                                                                  "detects entries deleted from the end.")) -> None:
     """Check every hash and link of the audit log; exit 1 on the first tampered entry."""
     from farr.sde.app import verify_audit
 
-    result = verify_audit(db, workspace)
+    result = verify_audit(db, workspace, expect)
     if not result.ok:
         typer.echo(f"farr: audit log tampered at entry {result.first_bad}: {result.reason}", err=True)
         raise typer.Exit(1)
-    typer.echo(f"audit log intact: {result.entries} entries")
+    typer.echo(f"audit log intact: {result.entries} entries; head {result.head} (keep it, pass it as --expect next time)")
 
 
 @app.command("population")

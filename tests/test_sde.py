@@ -274,6 +274,25 @@ def test_tampering_with_the_audit_log_is_detected(tmp_path):
     assert audit.verify(engine, batch_size=16).first_bad == 21
 
 
+def test_entries_deleted_from_the_end_are_found_from_a_kept_head(tmp_path):
+    from farr.sde.db import connect, migrate, sessions
+
+    engine = connect(f"sqlite:///{tmp_path / 'a.sqlite'}")
+    migrate(engine)
+    for i in range(30):
+        audit.record(sessions(engine), "someone", "file.view", f"file/{i}")
+    head = audit.verify(engine).head
+    assert head.startswith("30:") and audit.verify(engine, expect=head).ok
+    with engine.begin() as connection:  # an attacker removes the newest entries: the rest still chains
+        connection.execute(text("DROP TRIGGER audit_log_no_delete"))
+        connection.execute(text("DELETE FROM audit_log WHERE id > 25"))
+    assert audit.verify(engine).ok
+    result = audit.verify(engine, expect=head)
+    assert (result.ok, result.first_bad) == (False, 30) and "deleted from the end" in result.reason
+    with pytest.raises(ValueError, match="ID:HASH"):
+        audit.verify(engine, expect="thirty")
+
+
 def test_train_then_forecast_runs_as_jobs_and_row_level_risks_cannot_leave(sde):
     client, world = sde
     h, asthma = world["headers"], world["projects"]["asthma"]
@@ -310,6 +329,11 @@ def test_cli_creates_users_without_passwords_in_argv_and_verifies_the_audit(tmp_
     assert PASSWORD not in made.output
     checked = runner.invoke(app, ["audit", "verify", "--workspace", str(tmp_path)])
     assert checked.exit_code == 0 and "1 entries" in checked.output
+    head = checked.output.split("head ")[1].split()[0]
+    again = runner.invoke(app, ["audit", "verify", "--workspace", str(tmp_path), "--expect", head])
+    assert again.exit_code == 0, again.output
+    forged = runner.invoke(app, ["audit", "verify", "--workspace", str(tmp_path), "--expect", "1:" + "0" * 64])
+    assert forged.exit_code == 1 and "rewritten" in forged.output
     monkeypatch.setenv("FARR_SDE_PASSWORD", "short")
     bad = runner.invoke(app, ["sde", "create-user", "x", "--role", "admin", "--workspace", str(tmp_path)])
     assert bad.exit_code != 0 and "at least 12 characters" in bad.output

@@ -496,6 +496,6 @@ def bootstrap_user(db_url: str | None, workspace: str | Path, username: str, pas
     audit.record(factory, "cli", "user.create", username, role=role)
 
 
-def verify_audit(db_url: str | None, workspace: str | Path) -> audit.Verification:
-    return audit.verify(connect(db_url or default_url(Path(workspace))))
+def verify_audit(db_url: str | None, workspace: str | Path, expect: str | None = None) -> audit.Verification:
+    return audit.verify(connect(db_url or default_url(Path(workspace))), expect=expect)
 

@@ -3,7 +3,10 @@ request and decision.
 
 Entry i stores ``prev_hash`` (entry i-1's hash) and ``hash = SHA-256(id, fields, prev_hash)``.
 Changing any field breaks that entry's hash; recomputing it breaks the next entry's link;
-deleting or reordering entries breaks the consecutive ids and the links. Because each entry
+deleting or reordering entries breaks the consecutive ids and the links. Deleting the newest
+entries leaves a shorter chain that holds, so verification reports the head (last id and
+hash): an auditor who kept an earlier head passes it back (`expect`) and a chain that no longer
+contains it fails. Because each entry
 carries its predecessor's hash, verification checks every entry independently, in batches:
 hashes in one pass over the batch and the links as one vectorised comparison.
 """
@@ -57,17 +60,22 @@ class Verification:
     entries: int
     first_bad: int | None  # id of the first entry that fails, None when the chain holds
     reason: str
+    head: str = ""  # "id:hash" of the last entry, for the next verification to expect
 
     @property
     def ok(self) -> bool:
         return self.first_bad is None
 
 
-def verify(engine: Engine, batch_size: int = 100_000, workers: int | None = None) -> Verification:
+def verify(engine: Engine, batch_size: int = 100_000, workers: int | None = None,
+           expect: str | None = None) -> Verification:
     """Check every hash and every link of the chain: batches of ids in worker processes, each
-    batch anchored on the hash of the entry before it; the first bad entry in id order wins."""
+    batch anchored on the hash of the entry before it; the first bad entry in id order wins.
+    `expect`: a head ("id:hash") from an earlier verification, which the chain must still hold."""
     with engine.connect() as connection:
         last = connection.execute(text("SELECT max(id) FROM audit_log")).scalar() or 0
+        head = connection.execute(text("SELECT hash FROM audit_log WHERE id = :i"), {"i": last}).scalar()
+        missing = _missing_head(connection, expect) if expect else None
     starts = list(range(1, last + 1, batch_size))
     url = engine.url.render_as_string(hide_password=False)
     jobs = [(url, first, min(first + batch_size, last + 1)) for first in starts]
@@ -82,7 +90,21 @@ def verify(engine: Engine, batch_size: int = 100_000, workers: int | None = None
         if bad is not None:
             return Verification(entries + bad[0] - first + 1, bad[0], bad[1])
         entries += count
-    return Verification(entries, None, "the chain holds")
+    if missing:
+        return Verification(entries, *missing)
+    return Verification(entries, None, "the chain holds", f"{last}:{head or GENESIS}")
+
+
+def _missing_head(connection, expect: str) -> tuple[int, str] | None:
+    """(id, reason) when the chain no longer holds an expected head, else None."""
+    id_, _, hash_ = expect.partition(":")
+    if not (id_.isdigit() and len(hash_) == 64):
+        raise ValueError(f"expected head {expect!r}: give it as ID:HASH, as verify printed it")
+    stored = connection.execute(text("SELECT hash FROM audit_log WHERE id = :i"), {"i": int(id_)}).scalar()
+    if stored == hash_:
+        return None
+    return int(id_), ("the expected head is gone: entries were deleted from the end" if stored is None
+                      else "the expected head was replaced: the chain was rewritten")
 
 
 def _verify_range(job: tuple[str, int, int], engine: Engine | None = None
