@@ -23,7 +23,7 @@ import numpy as np
 from _measure import measured
 from farr.events.io import read_outcomes
 from farr.forecast.landmark import landmark, landmark_ages, outcomes_for, timelines_for
-from farr.forecast.risk import analytic_risk, landmark_rates
+from farr.forecast.risk import model_risk
 from farr.model.train import TrainConfig, load_model, train
 from farr.population.disclosure import release_rates
 from farr.population.groups import GROUPINGS
@@ -78,7 +78,7 @@ def per_person_forecast(model_dir: Path, dataset: Path, at: str) -> tuple[float,
     outcomes = outcomes_for(tokenizer, read_outcomes(dataset))
     mark = landmark(timelines, landmark_ages(timelines, at), outcomes)
     started = time.perf_counter()
-    analytic_risk(landmark_rates(model, timelines, mark), outcomes, [1.0, 5.0])
+    model_risk(model, timelines, mark, outcomes, [1.0, 5.0])
     return time.perf_counter() - started, len(mark.people)
 
 

@@ -204,7 +204,9 @@ def evaluate_command(
     out: Path = typer.Option(..., "--out", help="Directory for evaluation.json and the report."),
     at: str = typer.Option("60", "--at", help="Landmark: an age in years, or a date (everyone registered then)."),
     horizon: str = typer.Option("1y,5y,10y", "--horizon"),
-    split: str = typer.Option("held_out", "--split", help="held_out, tuning, train, or all."),
+    split: str = typer.Option("held_out", "--split", help="The part of DATASET to evaluate on: held_out, tuning or train."),
+    test: Path = typer.Option(None, "--test", help="Evaluate on everyone in this dataset instead (external "
+                                                  "validation); baselines are still fitted on DATASET."),
 ) -> None:
     """Landmark AUROC, Brier, calibration, Uno's C and next-event accuracy, against baselines and the oracle."""
     from farr.forecast.evaluate import EvaluationConfig, evaluate, save
@@ -212,7 +214,7 @@ def evaluate_command(
     from farr.forecast.report import write_evaluation_report
 
     cfg = EvaluationConfig(at=at, horizons=tuple(parse_horizons(horizon)), split=split)
-    result = evaluate(model, dataset, cfg)
+    result = evaluate(model, dataset, cfg, test_dataset=test)
     save(result, out)
     typer.echo(f"report: {write_evaluation_report(result, out)}")
 

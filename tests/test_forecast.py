@@ -17,8 +17,11 @@ from farr.events.io import DatasetWriter, read_outcomes
 from farr.forecast import metrics
 from farr.forecast.landmark import at_age, labels, landmark, landmark_day, outcomes_for
 from farr.forecast.predict import parse_horizons
+from farr.forecast.risk import analytic_risk, outcome_rates
+from farr.model.train import load_model
 from farr.model.tokenizer import Tokenizer
 from farr.simulate.oracle import Oracle
+from farr.simulate.simulator import simulate_dataset
 
 runner = CliRunner()
 
@@ -54,6 +57,27 @@ def cohort(population):
     timelines = tokenizer.transform(population)
     outcomes = outcomes_for(tokenizer, read_outcomes(population))
     return tokenizer, timelines, outcomes, landmark(timelines, at_age(timelines, 60.0), outcomes)
+
+
+@given(st.lists(st.floats(0.0, 3.0), min_size=1, max_size=12), st.floats(0.1, 15.0))
+def test_analytic_risk_integrates_each_years_rate(yearly, horizon):
+    rates = np.array(yearly)[None, None, :]
+    got = analytic_risk(rates, [horizon])[0, 0, 0]
+    cover = [min(max(horizon - i, 0.0), 1.0) for i in range(len(yearly))]
+    cover[-1] = max(horizon - (len(yearly) - 1), 0.0)  # the last rate holds beyond its year
+    assert got == pytest.approx(1 - np.exp(-np.dot(yearly, cover)), abs=1e-9)
+    assert analytic_risk(rates[..., :1], [horizon])[0, 0, 0] == pytest.approx(1 - np.exp(-yearly[0] * horizon))
+
+
+def test_rates_read_on_anniversaries_start_from_the_landmark_rate(trained, cohort):
+    model, _ = load_model(trained[0])
+    tokenizer, timelines, outcomes, mark = cohort
+    short = mark.subset(np.flatnonzero(np.diff(timelines.offsets)[mark.people] < 100)[:50])
+    held = outcome_rates(model, timelines, short, outcomes)
+    yearly = outcome_rates(model, timelines, short, outcomes, years_after=4)
+    assert held.shape == (50, len(outcomes), 1) and yearly.shape == (50, len(outcomes), 5)
+    np.testing.assert_allclose(yearly[..., 0], held[..., 0], rtol=1e-4)
+    assert not np.allclose(yearly[..., 4], yearly[..., 0])  # ageing moves the rates
 
 
 def test_landmark_takes_registered_living_people_and_new_onsets(cohort):
@@ -110,6 +134,13 @@ def test_forecast_generate_and_evaluate_from_the_command_line(population, traine
     assert "headroom_auroc_5y" in evaluation["summary"]
     assert "top10" in evaluation["next_event"]
     assert "AUROC by outcome" in (tmp_path / "e" / "report.html").read_text()
+
+    external = simulate_dataset(tmp_path / "external", 3_000, seed=9, workers=1, progress=False)
+    result = runner.invoke(app, ["evaluate", model, str(population), "--test", str(external),
+                                 "--out", str(tmp_path / "x"), "--horizon", "5y"])
+    assert result.exit_code == 0, result.output
+    evaluation = json.loads((tmp_path / "x" / "evaluation.json").read_text())
+    assert evaluation["test_dataset"] == str(external) and evaluation["people"] > 300
 
 
 def test_a_dataset_in_another_vocabulary_is_refused(trained, tmp_path):

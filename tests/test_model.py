@@ -38,6 +38,19 @@ def test_cached_step_equals_a_full_forward_pass():
             torch.testing.assert_close(step, full[:, position], rtol=1e-4, atol=1e-4)
 
 
+def test_rates_at_chosen_positions_equal_those_of_a_full_forward_pass():
+    model = _model()
+    tokens = torch.randint(1, 30, (4, 16))
+    ages = torch.sort(torch.rand(4, 16) * 80, dim=1).values
+    with torch.no_grad():
+        full = model.log_rates(tokens, ages)
+        one = torch.tensor([3, 15, 0, 9])
+        torch.testing.assert_close(model.log_rates(tokens, ages, at=one), full[torch.arange(4), one])
+        several = torch.tensor([[2, 3, 4], [13, 14, 15], [0, 5, 6], [9, 10, 11]])
+        torch.testing.assert_close(model.log_rates(tokens, ages, at=several),
+                                   full[torch.arange(4)[:, None], several])
+
+
 def test_loss_is_the_competing_risks_likelihood():
     model = _model()
     tokens = torch.tensor([[1, 2, 3, 4]])

@@ -1,7 +1,7 @@
 """What the model must beat: an age-sex incidence floor and a supervised model per outcome.
 
-Both are fitted on the training split's landmark cohort and scored on the evaluation cohort,
-with the same labels as the model.
+Both are fitted on the training split's landmark cohort and scored on the evaluation cohort
+(which may come from another dataset: its own timelines), with the same labels as the model.
 """
 
 from __future__ import annotations
@@ -21,13 +21,13 @@ def _sex(tokenizer: Tokenizer, timelines: Timelines, mark: Landmark) -> np.ndarr
     return (timelines.tokens[timelines.offsets[mark.people]] == tokenizer.vocabulary.index("SEX//M")).astype(int)
 
 
-def incidence_floor(tokenizer, timelines, train: Landmark, test: Landmark, outcomes: list[Outcome],
-                    horizons: list[float]) -> np.ndarray:
+def incidence_floor(tokenizer, train_timelines, train: Landmark, test_timelines, test: Landmark,
+                    outcomes: list[Outcome], horizons: list[float]) -> np.ndarray:
     """(n_test, outcomes, horizons): observed risk among training people of the same sex and age band."""
-    def group(mark):
+    def group(timelines, mark):
         return _sex(tokenizer, timelines, mark) * 1000 + (mark.age // AGE_BAND).astype(int)
 
-    train_group, test_group = group(train), group(test)
+    train_group, test_group = group(train_timelines, train), group(test_timelines, test)
     out = np.full((len(test.people), len(outcomes), len(horizons)), np.nan)
     for h, horizon in enumerate(horizons):
         event, usable = labels(train, outcomes, horizon)
@@ -50,11 +50,11 @@ def history_counts(timelines: Timelines, mark: Landmark, vocabulary_size: int) -
     return sp.hstack([counts, age], format="csr")
 
 
-def supervised_baseline(tokenizer, timelines, train: Landmark, test: Landmark, outcomes: list[Outcome],
-                        horizons: list[float]) -> np.ndarray:
+def supervised_baseline(tokenizer, train_timelines, train: Landmark, test_timelines, test: Landmark,
+                        outcomes: list[Outcome], horizons: list[float]) -> np.ndarray:
     """(n_test, outcomes, horizons): L2 logistic regression on past-code counts, one per cell."""
-    x_train = history_counts(timelines, train, len(tokenizer))
-    x_test = history_counts(timelines, test, len(tokenizer))
+    x_train = history_counts(train_timelines, train, len(tokenizer))
+    x_test = history_counts(test_timelines, test, len(tokenizer))
     out = np.full((len(test.people), len(outcomes), len(horizons)), np.nan)
     for h, horizon in enumerate(horizons):
         event, usable = labels(train, outcomes, horizon)

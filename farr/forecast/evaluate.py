@@ -21,7 +21,7 @@ from farr.forecast.baselines import incidence_floor, supervised_baseline
 from farr.forecast.generate import sampled_first_occurrences
 from farr.forecast.landmark import Landmark, labels, landmark, landmark_ages, landmark_day, outcomes_for, timelines_for
 from farr.forecast.likelihood import excess_nll, truth_rows
-from farr.forecast.risk import analytic_risk, landmark_rates, not_at_risk, rollout_risk
+from farr.forecast.risk import model_risk, not_at_risk, rollout_risk
 from farr.model.data import NO_EVENT_ID, TrainingBatches
 from farr.model.tokenizer import SPLIT_PERCENT, Timelines
 from farr.model.train import load_model
@@ -31,7 +31,7 @@ from farr.model.train import load_model
 class EvaluationConfig:
     at: str = "60"  # landmark: an age in years, or a date (YYYY-MM-DD) for everyone registered then
     horizons: tuple[float, ...] = (1.0, 5.0, 10.0)
-    split: str = "held_out"  # or "all": a dataset the model never saw
+    split: str = "held_out"  # of the development dataset, unless a test dataset is given
     oracle_draws: int = 100
     rollout_people: int = 300
     rollout_draws: int = 20
@@ -40,34 +40,38 @@ class EvaluationConfig:
     notes: list[str] = field(default_factory=list)
 
     def __post_init__(self):
-        if self.split not in (*SPLIT_PERCENT, "all"):
-            raise ValueError(f"--split {self.split!r}: choose one of {', '.join(SPLIT_PERCENT)} or all")
+        if self.split not in SPLIT_PERCENT:
+            raise ValueError(f"--split {self.split!r}: choose one of {', '.join(SPLIT_PERCENT)}")
 
 
-def evaluate(model_dir: str | Path, dataset: str | Path, cfg: EvaluationConfig | None = None) -> dict:
+def evaluate(model_dir: str | Path, dataset: str | Path, cfg: EvaluationConfig | None = None,
+             test_dataset: str | Path | None = None) -> dict:
+    """Evaluate on `dataset`'s `cfg.split`, or on everyone in `test_dataset` (external validation);
+    the baselines are fitted on `dataset`'s training split either way."""
     cfg = cfg or EvaluationConfig()
     model, tokenizer = load_model(model_dir)
-    timelines = timelines_for(tokenizer, dataset)
-    outcomes = outcomes_for(tokenizer, read_outcomes(dataset))
+    development = timelines_for(tokenizer, dataset)
+    external, test_dataset = test_dataset is not None, test_dataset or dataset
+    timelines = timelines_for(tokenizer, test_dataset) if external else development
+    outcomes = outcomes_for(tokenizer, read_outcomes(test_dataset))
     if not outcomes:
-        raise ValueError(f"{dataset}: defines no outcomes the model knows (metadata/farr.json extra.outcomes)")
-    split = timelines.split
-    chosen = np.arange(len(timelines)) if cfg.split == "all" else np.flatnonzero(
-        split == list(SPLIT_PERCENT).index(cfg.split))
-    ages = landmark_ages(timelines, cfg.at)
-    test = landmark(timelines, ages, outcomes, chosen)
-    train = landmark(timelines, ages, outcomes, np.flatnonzero(split == 0))
+        raise ValueError(f"{test_dataset}: defines no outcomes the model knows (metadata/farr.json extra.outcomes)")
+    chosen = np.arange(len(timelines)) if external else np.flatnonzero(
+        timelines.split == list(SPLIT_PERCENT).index(cfg.split))
+    test = landmark(timelines, landmark_ages(timelines, cfg.at), outcomes, chosen)
+    train = landmark(development, landmark_ages(development, cfg.at), outcomes, np.flatnonzero(development.split == 0))
     horizons = list(cfg.horizons)
-    risks = {"model": analytic_risk(landmark_rates(model, timelines, test), outcomes, horizons),
-             "floor": incidence_floor(tokenizer, timelines, train, test, outcomes, horizons),
-             "supervised": supervised_baseline(tokenizer, timelines, train, test, outcomes, horizons)}
-    truth = _truth(dataset, cfg)
+    fitted = (tokenizer, development, train, timelines, test, outcomes, horizons)
+    risks = {"model": model_risk(model, timelines, test, outcomes, horizons),
+             "floor": incidence_floor(*fitted), "supervised": supervised_baseline(*fitted)}
+    truth = _truth(test_dataset, cfg)
     if truth is not None:
         risks["oracle"] = oracle_risk(*truth, timelines, test, outcomes, horizons, draws=cfg.oracle_draws,
                                       seed=cfg.seed)
     blocked = not_at_risk(test, outcomes)
     risks = {name: np.where(blocked[:, :, None], np.nan, r) for name, r in risks.items()}
-    result = {"config": asdict(cfg), "people": int(len(test.people)), "outcomes": [o.name for o in outcomes],
+    result = {"config": asdict(cfg), "test_dataset": str(test_dataset), "people": int(len(test.people)),
+              "outcomes": [o.name for o in outcomes],
               "landmark": _landmark_metrics(test, outcomes, horizons, risks),
               "survival": _survival_metrics(train, test, outcomes, horizons, risks),
               "rollouts": _rollout_check(model, timelines, test, outcomes, horizons, risks["model"], cfg),

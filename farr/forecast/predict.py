@@ -11,7 +11,7 @@ import polars as pl
 from farr.events.io import read_outcomes
 from farr.forecast.generate import death_tokens, sample_futures, sampled_first_occurrences
 from farr.forecast.landmark import Landmark, Outcome, landmark, landmark_ages, outcomes_for, timelines_for
-from farr.forecast.risk import analytic_risk, landmark_rates, not_at_risk, rollout_risk
+from farr.forecast.risk import model_risk, not_at_risk, rollout_risk
 from farr.model.data import predictable
 from farr.model.train import load_model
 
@@ -52,7 +52,7 @@ def forecast(model_dir, dataset, at: str, horizons: list[float], out: str | Path
     """Write risks.parquet: subject_id, landmark_age, outcome, horizon_years, risk (and
     risk_sampled from `draws` sampled futures per person, when asked)."""
     model, tokenizer, timelines, outcomes, mark = _setup(model_dir, dataset, at)
-    risk = analytic_risk(landmark_rates(model, timelines, mark, bf16=bf16), outcomes, horizons)
+    risk = model_risk(model, timelines, mark, outcomes, horizons, bf16=bf16)
     blocked = not_at_risk(mark, outcomes)[:, :, None]
     columns = {"risk": np.where(blocked, np.nan, risk)}
     if draws:

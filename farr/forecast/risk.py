@@ -1,12 +1,17 @@
 """Risks from a trained model at a landmark: analytic from its rates, or by sampling futures.
 
-Analytic: the model's rate λ_k of each outcome's tokens at the landmark, held for the horizon,
-gives P(k within h) = 1 − exp(−λ_k·h) (as Delphi reads its rates). Monte Carlo: whole future
-timelines are sampled from the model (`generate.py`) and the risk is the share of them in
-which the outcome occurs within h, so later events can change what follows.
+Analytic: the model's rate λ_k of each outcome's tokens read at the landmark and on each
+anniversary after it (a "no event" query token per year, so ageing and calendar time, such as
+a pandemic, move the rate) gives the cumulative hazard Λ_k(h) = Σ_i λ_k,i · (share of year i
+inside h), and P(k within h) = 1 − exp(−Λ_k(h)). With no anniversaries this is Delphi's reading:
+the landmark rate held for the horizon. Monte Carlo: whole future timelines are sampled from
+the model (`generate.py`) and the risk is the share of them in which the outcome occurs within
+h, so later events can change what follows.
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import torch
@@ -19,31 +24,55 @@ from farr.model.tokenizer import Timelines
 BATCH = 512
 
 
+def years_read(horizons: list[float]) -> int:
+    """Anniversaries to read rates at so that every year of the longest horizon has its own rate."""
+    return max(0, math.ceil(max(horizons)) - 1)
+
+
 @torch.no_grad()
-def landmark_rates(model: TimelineGPT, timelines: Timelines, mark: Landmark, batch: int = BATCH,
-                   bf16: bool = False) -> np.ndarray:
-    """(n, vocabulary) rates per year of each next event, read at each person's landmark.
+def outcome_rates(model: TimelineGPT, timelines: Timelines, mark: Landmark, outcomes: list[Outcome],
+                  years_after: int = 0, batch: int = BATCH, bf16: bool = False) -> np.ndarray:
+    """(n, outcomes, 1 + years_after) rates per year of each outcome, read at each person's
+    landmark and on the `years_after` anniversaries after it.
 
     People go in batches of similar history length, so little compute goes on padding. `bf16`
     runs the matrix products in bfloat16 (about twice as fast on CPUs with AVX-512 BF16; rates
     then differ by about 1%)."""
     device = next(model.parameters()).device
     block = model.cfg.block_size
+    columns = torch.zeros(model.cfg.vocab_size, len(outcomes), device=device)
+    for j, outcome in enumerate(outcomes):
+        columns[torch.as_tensor(outcome.tokens, device=device), j] = 1.0
+    queries = torch.arange(1 + years_after, device=device)
     order = np.argsort(history_lengths(timelines, mark.people, mark.age, block), kind="stable")
-    out = np.empty((len(mark.people), model.cfg.vocab_size), np.float32)
+    out = np.empty((len(mark.people), len(outcomes), 1 + years_after), np.float32)
     for lo in range(0, len(order), batch):
         rows = order[lo:lo + batch]
-        tokens, ages, query = landmark_histories(timelines, mark.people[rows], mark.age[rows], block)
+        tokens, ages, query = landmark_histories(timelines, mark.people[rows], mark.age[rows], block,
+                                                 years_after=years_after)
+        at = query.to(device)[:, None] + queries
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-            log_rate = model.log_rates(tokens.to(device), ages.to(device), at=query.to(device))
-        out[rows] = log_rate.float().exp().cpu().numpy()
+            log_rate = model.log_rates(tokens.to(device), ages.to(device), at=at)
+        out[rows] = (log_rate.float().exp() @ columns).transpose(1, 2).cpu().numpy()
     return out
 
 
-def analytic_risk(rates: np.ndarray, outcomes: list[Outcome], horizons: list[float]) -> np.ndarray:
-    """(n, outcomes, horizons) probabilities 1 − exp(−λ_k·h)."""
-    outcome_rate = np.stack([rates[:, o.tokens].sum(axis=1) for o in outcomes], axis=1)
-    return 1.0 - np.exp(-outcome_rate[:, :, None] * np.asarray(horizons, dtype=float))
+def model_risk(model: TimelineGPT, timelines: Timelines, mark: Landmark, outcomes: list[Outcome],
+               horizons: list[float], *, anniversaries: bool = True, bf16: bool = False) -> np.ndarray:
+    """(n, outcomes, horizons) analytic risks, from rates on every anniversary up to the longest
+    horizon (or, without `anniversaries`, from the landmark rate alone)."""
+    years = years_read(horizons) if anniversaries else 0
+    return analytic_risk(outcome_rates(model, timelines, mark, outcomes, years, bf16=bf16), horizons)
+
+
+def analytic_risk(rates: np.ndarray, horizons: list[float]) -> np.ndarray:
+    """(n, outcomes, horizons) probabilities 1 − exp(−Λ(h)) from `rates` (n, outcomes, years):
+    year i's rate covers (i, i + 1]; the last one also covers the years after it."""
+    years = rates.shape[-1]
+    start = np.arange(years, dtype=float)
+    length = np.clip(np.asarray(horizons, dtype=float)[:, None] - start, 0.0, None)  # (horizons, years)
+    length[:, :-1] = np.minimum(length[:, :-1], 1.0)
+    return 1.0 - np.exp(-(rates @ length.T))
 
 
 def rollout_risk(first: np.ndarray, horizons: list[float]) -> np.ndarray:

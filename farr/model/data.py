@@ -129,23 +129,26 @@ def history_lengths(timelines: Timelines, people: np.ndarray, at_age: np.ndarray
 
 
 def landmark_histories(timelines: Timelines, people: np.ndarray, at_age: np.ndarray, block: int,
-                       width: int | None = None):
-    """Each person's history before `at_age`, ending in a "no event" query token at that age.
+                       width: int | None = None, years_after: int = 0):
+    """Each person's history before `at_age`, ending in a "no event" query token at that age and
+    `years_after` more on the anniversaries after it (quiet years, for rates further ahead).
 
     Returns (tokens, ages) as (n, width) tensors, left-aligned (width: the longest history, unless
-    given), and the query positions (n,).
+    given), and the landmark query positions (n,); the anniversaries follow them.
     """
     t = timelines
+    queries = np.arange(1 + years_after, dtype=np.float32)
     rows = []
     for p, age in zip(people, at_age):
         lo, hi = t.offsets[p], t.offsets[p + 1]
         seen = PREFIX + np.searchsorted(t.ages[lo + PREFIX:hi], age, side="left")
-        index = lo + window(t.tokens[lo:hi], seen, block - 1)[0]  # room for the query token
-        rows.append((np.append(t.tokens[index], NO_EVENT_ID), np.append(t.ages[index], np.float32(age))))
+        index = lo + window(t.tokens[lo:hi], seen, block - len(queries))[0]  # room for the queries
+        rows.append((np.append(t.tokens[index], np.full(len(queries), NO_EVENT_ID)),
+                     np.append(t.ages[index], np.float32(age) + queries)))
     width = width or max(len(tok) for tok, _ in rows)
     tokens = np.full((len(rows), width), PAD_ID, np.int64)
     ages = np.zeros((len(rows), width), np.float32)
     query = np.empty(len(rows), np.int64)
     for i, (tok, age) in enumerate(rows):
-        tokens[i, :len(tok)], ages[i, :len(tok)], query[i] = tok, age, len(tok) - 1
+        tokens[i, :len(tok)], ages[i, :len(tok)], query[i] = tok, age, len(tok) - len(queries)
     return torch.from_numpy(tokens), torch.from_numpy(ages), torch.from_numpy(query)

@@ -69,14 +69,21 @@ class SelfAttention(nn.Module):
         self.out = nn.Linear(cfg.n_embd, cfg.n_embd, bias=False)
         self.dropout = cfg.dropout
 
-    def forward(self, x: torch.Tensor, cache: list | None = None) -> torch.Tensor:
-        """Causal attention over x (B, T, C); appends this layer's keys and values to `cache`."""
+    def forward(self, x: torch.Tensor, cache: list | None = None, at: torch.Tensor | None = None) -> torch.Tensor:
+        """Causal attention over x (B, T, C); appends this layer's keys and values to `cache`.
+        With `at` (B, Q), only the outputs at those positions, (B, Q, C)."""
         q, k, v = self._heads(x)
         if cache is not None:
             cache.append((k, v))
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=True,
-                                           dropout_p=self.dropout if self.training else 0.0)
-        return self.out(y.transpose(1, 2).reshape(x.shape))
+        if at is None:
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True,
+                                               dropout_p=self.dropout if self.training else 0.0)
+            return self.out(y.transpose(1, 2).reshape(x.shape))
+        b, h, t, d = q.shape
+        q = q.gather(2, at[:, None, :, None].expand(b, h, at.shape[1], d))
+        visible = torch.arange(t, device=x.device) <= at[:, :, None]
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=visible[:, None])
+        return self.out(y.transpose(1, 2).reshape(b, at.shape[1], -1))
 
     def step(self, x: torch.Tensor, cache: tuple[torch.Tensor, torch.Tensor], position: torch.Tensor):
         """One new token per row (B, 1, C) at `position` (B,), attending to the cached ones before it."""
@@ -101,8 +108,12 @@ class Block(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(cfg.n_embd, 4 * cfg.n_embd, bias=False), nn.GELU(),
                                  nn.Linear(4 * cfg.n_embd, cfg.n_embd, bias=False), nn.Dropout(cfg.dropout))
 
-    def forward(self, x: torch.Tensor, cache: list | None = None) -> torch.Tensor:
-        x = x + self.attention(self.norm1(x), cache)
+    def forward(self, x: torch.Tensor, cache: list | None = None, at: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, T, C) -> (B, T, C), or (B, Q, C) at the positions `at` (B, Q) only."""
+        attended = self.attention(self.norm1(x), cache, at)
+        if at is not None:
+            x = x.gather(1, at[:, :, None].expand(*at.shape, x.shape[-1]))
+        x = x + attended
         return x + self.mlp(self.norm2(x))
 
     def step(self, x: torch.Tensor, cache, position: torch.Tensor) -> torch.Tensor:
@@ -138,13 +149,15 @@ class TimelineGPT(nn.Module):
         """(B, T) tokens and ages in years -> (B, T, V) log-rates per year of the next event.
 
         With `cache` (an empty list), also keeps every layer's keys and values for `step`. With
-        `at` (B,), only the rates at those positions, (B, V): the head is then a sliver of the work."""
+        `at` (B,) or (B, Q), only the rates at those positions, (B, V) or (B, Q, V): the last
+        block and the head then run there alone."""
         x = self.drop(self.token(tokens) + self.age(ages))
-        for block in self.blocks:
+        *early, last = self.blocks
+        for block in early:
             x = block(x, cache)
-        if at is not None:
-            x = x[torch.arange(len(at), device=x.device), at]
-        return self.head(self.norm(x)) + self.log_rate_offset + self.mask
+        x = last(x, cache, None if at is None else at.view(len(at), -1))
+        rates = self.head(self.norm(x)) + self.log_rate_offset + self.mask
+        return rates.view(*at.shape, -1) if at is not None else rates
 
     def step(self, token: torch.Tensor, age: torch.Tensor, position: torch.Tensor, cache: list) -> torch.Tensor:
         """Log-rates (B, V) after appending one token per row at `position`, reusing `cache`."""

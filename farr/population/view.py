@@ -23,7 +23,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from farr.events.io import read_outcomes
 from farr.forecast.landmark import landmark, landmark_ages, labels, outcomes_for, timelines_for
 from farr.forecast.generate import sampled_first_occurrences
-from farr.forecast.risk import analytic_risk, landmark_rates, not_at_risk, rollout_risk
+from farr.forecast.risk import model_risk, not_at_risk, rollout_risk
 from farr.model.card import data_window, read_card
 from farr.model.train import load_model
 from farr.privacy.sdc import resolve_profile
@@ -72,7 +72,7 @@ def person_risks(model, timelines, mark, outcomes, cfg: PopulationConfig) -> np.
     """(n, outcomes, horizons): analytic (the rate at the landmark held for the horizon), or the
     share of `samples` sampled futures with the outcome (ageing and new conditions play out)."""
     if cfg.risks == "analytic":
-        return analytic_risk(landmark_rates(model, timelines, mark, bf16=cfg.bf16), outcomes, list(cfg.horizons))
+        return model_risk(model, timelines, mark, outcomes, list(cfg.horizons), bf16=cfg.bf16)
     first = sampled_first_occurrences(model, timelines, outcomes, mark, max(cfg.horizons), cfg.samples, cfg.seed)
     return rollout_risk(first, list(cfg.horizons))
 
