@@ -112,3 +112,21 @@ def test_true_likelihood_integrates_the_engine_hazard(cohort):
     assert abs(integral - events) < 4 * np.sqrt(events)
     assert EXACTLY_RECORDED == ("ae_attendance", "death")
     assert np.isfinite(nll) and nll > integral - 10 * events
+
+
+def test_people_past_the_oldest_tabulated_age_are_simulated_to_the_end():
+    """Ages past MAX_AGE keep its hazards; time must still move on (it once stalled at 111)."""
+    import signal
+
+    model = build_model()
+    rng = np.random.default_rng(3)
+    n = 200
+    lp = static_log_hazard(model, np.zeros(n, bool), np.zeros(n, np.int8), np.full(n, 3, np.int8), np.full(n, -3.0))
+    signal.signal(signal.SIGALRM, lambda *_: pytest.fail("the simulation did not finish"))
+    signal.alarm(30)
+    try:
+        h = simulate(model, lp, np.full(n, 1910.0), np.full(n, 110.5), np.full(n, 112.5), rng)
+    finally:
+        signal.alarm(0)
+    dead = ~np.isnan(h.onset[:, model.death])
+    assert np.all(dead | (h.end_age == 112.5)) and dead.any()

@@ -54,7 +54,9 @@ def simulate(model: HazardModel, static_lp: np.ndarray, birth_year: np.ndarray, 
         acute_end = _add_acute(model, lp, onset[active][:, acute_cols], acute_cols, now)
         rate = np.exp(lp)
 
-        piece_end = np.minimum(np.minimum(age + 1.0, acute_end), stop_age[active])
+        # Pieces end at the next whole age even past MAX_AGE (where the hazard stops changing):
+        # ending them at the capped age would put the piece's end behind `now`, and time would stall.
+        piece_end = np.minimum(np.minimum(np.floor(now) + 1.0, acute_end), stop_age[active])
         total = rate[:, absorbing].sum(axis=1)
         with np.errstate(divide="ignore"):
             wait = rng.standard_exponential(active.size) / total
