@@ -23,10 +23,14 @@ def _model(vocab=30, **kw):
     return TimelineGPT(GPTConfig(vocab_size=vocab, block_size=16, n_layer=2, n_head=2, n_embd=16, **kw), mask).eval()
 
 
+def _timelines(n: int, length: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random tokens (never padding) and ascending ages."""
+    return torch.randint(1, 30, (n, length)), torch.sort(torch.rand(n, length) * 80, dim=1).values
+
+
 def test_cached_step_equals_a_full_forward_pass():
     model = _model()
-    tokens = torch.randint(1, 30, (3, 16))
-    ages = torch.sort(torch.rand(3, 16) * 80, dim=1).values
+    tokens, ages = _timelines(3)
     with torch.no_grad():
         full = model.log_rates(tokens, ages)
         cache = []
@@ -40,8 +44,7 @@ def test_cached_step_equals_a_full_forward_pass():
 
 def test_rates_at_chosen_positions_equal_those_of_a_full_forward_pass():
     model = _model()
-    tokens = torch.randint(1, 30, (4, 16))
-    ages = torch.sort(torch.rand(4, 16) * 80, dim=1).values
+    tokens, ages = _timelines(4)
     with torch.no_grad():
         full = model.log_rates(tokens, ages)
         one = torch.tensor([3, 15, 0, 9])
