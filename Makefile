@@ -17,6 +17,7 @@ bench: $(STAMP)
 	$(VENV)/bin/python benchmarks/ingest_throughput.py
 	$(VENV)/bin/python benchmarks/ingest_fhir.py
 	$(VENV)/bin/python benchmarks/model_benchmark.py
+	$(VENV)/bin/python benchmarks/record_ceiling.py
 	$(VENV)/bin/python benchmarks/sde_load.py
 	$(VENV)/bin/python benchmarks/audit_verify.py
 	$(VENV)/bin/python benchmarks/synth_throughput.py
