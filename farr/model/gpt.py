@@ -156,8 +156,8 @@ class TimelineGPT(nn.Module):
         for block in early:
             x = block(x, cache)
         x = last(x, cache, None if at is None else at.view(len(at), -1))
-        rates = self.head(self.norm(x)) + self.log_rate_offset + self.mask
-        return rates.view(*at.shape, -1) if at is not None else rates
+        log_rate = self.head(self.norm(x)) + self.log_rate_offset + self.mask
+        return log_rate.view(*at.shape, -1) if at is not None else log_rate
 
     def step(self, token: torch.Tensor, age: torch.Tensor, position: torch.Tensor, cache: list) -> torch.Tensor:
         """Log-rates (B, V) after appending one token per row at `position`, reusing `cache`."""
