@@ -6,9 +6,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from _populations import simulated_once
 from farr.federated.federate import agree_vocabulary
 from farr.federated.sites import split
-from farr.simulate.simulator import simulate_dataset
 
 
 def site_arguments(parser: argparse.ArgumentParser, work: str) -> None:
@@ -20,8 +20,6 @@ def site_arguments(parser: argparse.ArgumentParser, work: str) -> None:
 
 def simulated_sites(args: argparse.Namespace):
     """(pooled dataset, site datasets, agreed tokenizer), simulating the population once per --work."""
-    pooled = args.work / "population"
-    if not pooled.exists():
-        simulate_dataset(pooled, args.patients, args.seed, progress=False)
+    pooled = simulated_once(args.work / "population", args.patients, args.seed)
     sites = split(pooled, "region", args.work / "sites", sites=args.sites, overwrite=True)
     return pooled, sites, agree_vocabulary(sites, min_count=10)

@@ -18,13 +18,13 @@ from dataclasses import replace
 import torch
 
 from _measure import measured
+from _populations import independent_test_population
 from _sites import simulated_sites, site_arguments
 from farr.federated.client import LocalConfig
 from farr.federated.compare import train_models
 from farr.federated.federate import quiet_flower
 from farr.federated.strategy import FederationConfig
 from farr.forecast.evaluate import EvaluationConfig, evaluate
-from farr.simulate.simulator import simulate_dataset
 
 
 def main() -> None:
@@ -53,9 +53,7 @@ def main() -> None:
                               federated=federated_cfg)
     evaluation = EvaluationConfig(horizons=(5.0,), rollout_people=10, rollout_draws=2, next_event_people=300,
                                   oracle_draws=20)  # rollouts are not what is compared here: keep them small
-    test = args.work / "test-population" if args.test_patients else None
-    if test and not test.exists():
-        simulate_dataset(test, args.test_patients, args.seed + 1000, progress=False)
+    test = independent_test_population(args.work, args.test_patients, args.seed)
     summary = {name: evaluate(directory, pooled, evaluation, test_dataset=test)["summary"]
                for name, (directory, _) in models.items()}
     auroc = {name: s["model_macro_auroc_5y"] for name, s in summary.items()}

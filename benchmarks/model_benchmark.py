@@ -21,12 +21,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from _populations import independent_test_population, simulated_once
 from farr.forecast.evaluate import EvaluationConfig, evaluate, save
 from farr.forecast.landmark import at_age, landmark
 from farr.forecast.report import write_evaluation_report
 from farr.forecast.risk import model_risk
 from farr.model.train import TrainConfig, load_model, train
-from farr.simulate.simulator import simulate_dataset
 
 PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12}  # dense bf16/tf32 tensor-core peaks
 
@@ -47,8 +47,7 @@ def main() -> None:
     parser.add_argument("--latency-only", action="store_true", help="Only time forecasts with the trained model.")
     args = parser.parse_args()
     dataset, model_dir = args.work / "population", args.work / "model"
-    if not dataset.exists():
-        simulate_dataset(dataset, args.patients, args.seed, progress=False)
+    simulated_once(dataset, args.patients, args.seed)
     if not (args.evaluate_only or args.latency_only):
         started = time.perf_counter()
         summary = train(dataset, model_dir, TrainConfig(preset=args.config, max_steps=args.steps,
@@ -60,9 +59,7 @@ def main() -> None:
               f"validation loss {summary['val_loss']:.3f}")
         report_utilisation(summary)
     if not args.latency_only:
-        test = args.work / "test-population" if args.test_patients else None
-        if test and not test.exists():
-            simulate_dataset(test, args.test_patients, args.seed + 1000, progress=False)
+        test = independent_test_population(args.work, args.test_patients, args.seed)
         evaluate_and_print(model_dir, dataset, test, args.work, args.oracle_draws)
     forecast_latency(model_dir, dataset)
 

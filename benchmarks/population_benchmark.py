@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from _measure import measured
+from _populations import simulated_once
 from farr.events.io import read_outcomes
 from farr.forecast.landmark import landmark, landmark_ages, outcomes_for, timelines_for
 from farr.forecast.risk import model_risk
@@ -30,7 +31,6 @@ from farr.population.groups import GROUPINGS
 from farr.population.rates import bootstrap_totals
 from farr.population.report import write_population_report
 from farr.population.view import PopulationConfig, population_view, rates_table, save
-from farr.simulate.simulator import simulate_dataset
 
 TARGET_PEOPLE, TARGET_SECONDS = 1_000_000, 600
 
@@ -47,8 +47,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=2)
     args = parser.parse_args()
     dataset, model_dir = args.work / "population", args.model or args.work / "model"
-    if not dataset.exists():
-        simulate_dataset(dataset, args.patients, args.seed, progress=False)
+    simulated_once(dataset, args.patients, args.seed)
     if not (model_dir / "model.pt").exists():
         train(dataset, model_dir, TrainConfig(preset=args.config, max_steps=100_000, minutes=args.minutes),
               progress=False)

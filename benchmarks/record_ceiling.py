@@ -22,10 +22,10 @@ import numpy as np
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.metrics import roc_auc_score
 
+from _populations import simulated_once
 from farr.events.io import read_outcomes
 from farr.forecast.landmark import Landmark, at_age, labels, landmark, outcomes_for
 from farr.model.tokenizer import Timelines, Tokenizer
-from farr.simulate.simulator import simulate_dataset
 
 LANDMARK, HORIZON, RECENT_YEARS, MIN_EVENTS = 60.0, 5.0, 2.0, 25
 
@@ -56,8 +56,7 @@ def main() -> None:
     args = parser.parse_args()
     tokenizer = Tokenizer.load(args.work / "model" / "tokenizer.json")
     development, test_dataset = args.work / "development-population", args.work / "test-population"
-    if not development.exists():
-        simulate_dataset(development, args.dev_patients, args.seed, progress=False)
+    simulated_once(development, args.dev_patients, args.seed)
     started = time.perf_counter()
     outcomes = outcomes_for(tokenizer, read_outcomes(test_dataset))
     marks = {}

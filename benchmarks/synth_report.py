@@ -15,9 +15,9 @@ import time
 from pathlib import Path
 
 from _measure import measured
+from _populations import simulated_once
 
 from farr.model.train import TrainConfig, train
-from farr.simulate.simulator import simulate_dataset
 from farr.synth import synthesize
 from farr.synth.report import synth_report
 
@@ -29,9 +29,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--work", type=Path, default=Path("out/benchmark-synth"))
     args = parser.parse_args()
-    dataset, model = args.work / "population", args.work / f"model-{args.config}"
-    if not dataset.exists():
-        simulate_dataset(dataset, args.patients, seed=7, progress=False)
+    dataset, model = simulated_once(args.work / "population", args.patients, 7), args.work / f"model-{args.config}"
     if not (model / "model.pt").exists():
         train(dataset, model, TrainConfig(preset=args.config, max_steps=args.steps, eval_every=args.steps,
                                           checkpoint_every=args.steps), progress=False)

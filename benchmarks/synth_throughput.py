@@ -17,9 +17,9 @@ import polars as pl
 import torch
 
 from _measure import measured
+from _populations import simulated_once
 from farr.events.io import read_metadata, scan_events
 from farr.model.train import TrainConfig, train
-from farr.simulate.simulator import simulate_dataset
 from farr.synth import synthesize
 
 
@@ -32,9 +32,7 @@ def main() -> None:
     parser.add_argument("--format", default="meds")
     parser.add_argument("--work", type=Path, default=Path("out/benchmark-synth"))
     args = parser.parse_args()
-    dataset = args.work / "population"
-    if not dataset.exists():
-        simulate_dataset(dataset, args.train_patients, seed=7, progress=False)
+    dataset = simulated_once(args.work / "population", args.train_patients, 7)
     print(f"CPU threads available to torch: {torch.get_num_threads()}; GPU: "
           f"{torch.cuda.get_device_name() if torch.cuda.is_available() else 'none'} (sampling runs on the CPU)")
     for preset in args.configs.split(","):

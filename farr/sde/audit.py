@@ -74,7 +74,7 @@ def verify(engine: Engine, batch_size: int = 100_000, workers: int | None = None
     `expect`: a head ("id:hash") from an earlier verification, which the chain must still hold."""
     with engine.connect() as connection:
         last = connection.execute(text("SELECT max(id) FROM audit_log")).scalar() or 0
-        head = connection.execute(text("SELECT hash FROM audit_log WHERE id = :i"), {"i": last}).scalar()
+        head = _hash_of(connection, last)
         missing = _missing_head(connection, expect) if expect else None
     starts = list(range(1, last + 1, batch_size))
     url = engine.url.render_as_string(hide_password=False)
@@ -95,12 +95,17 @@ def verify(engine: Engine, batch_size: int = 100_000, workers: int | None = None
     return Verification(entries, None, "the chain holds", f"{last}:{head or GENESIS}")
 
 
+def _hash_of(connection, id_: int) -> str | None:
+    """The stored hash of entry `id_` (None: no such entry)."""
+    return connection.execute(text("SELECT hash FROM audit_log WHERE id = :i"), {"i": id_}).scalar()
+
+
 def _missing_head(connection, expect: str) -> tuple[int, str] | None:
     """(id, reason) when the chain no longer holds an expected head, else None."""
     id_, _, hash_ = expect.partition(":")
     if not (id_.isdigit() and len(hash_) == 64):
         raise ValueError(f"expected head {expect!r}: give it as ID:HASH, as verify printed it")
-    stored = connection.execute(text("SELECT hash FROM audit_log WHERE id = :i"), {"i": int(id_)}).scalar()
+    stored = _hash_of(connection, int(id_))
     if stored == hash_:
         return None
     return int(id_), ("the expected head is gone: entries were deleted from the end" if stored is None
@@ -114,8 +119,7 @@ def _verify_range(job: tuple[str, int, int], engine: Engine | None = None
     engine = engine or create_engine(url, poolclass=NullPool)
     columns = ", ".join(FIELDS)
     with engine.connect() as connection:
-        anchor = connection.execute(text("SELECT hash FROM audit_log WHERE id = :i"),
-                                    {"i": first - 1}).scalar() if first > 1 else GENESIS
+        anchor = _hash_of(connection, first - 1) if first > 1 else GENESIS
         rows = connection.exec_driver_sql(
             f"SELECT {columns} FROM audit_log WHERE id >= {int(first)} AND id < {int(end)} "
             "ORDER BY id").fetchall()
