@@ -38,6 +38,7 @@ def main() -> None:
                         help="The sites' local rate: an average of K sites' steps acts like one step of a K-times larger batch.")
     parser.add_argument("--config", default="tiny")
     parser.add_argument("--strategy", default="fedavg")
+    parser.add_argument("--server-momentum", type=float, default=0.5, help="With --strategy fedavgm.")
     parser.add_argument("--test-patients", type=int, default=100_000,
                         help="An independent simulated population to compare on (0: the pooled held-out split).")
     args = parser.parse_args()
@@ -46,7 +47,8 @@ def main() -> None:
     pooled, sites, tokenizer = simulated_sites(args)
     local = LocalConfig(preset=args.config, local_steps=args.local_steps, batch_size=args.batch_size, seed=args.seed,
                         learning_rate=args.learning_rate)
-    cfg = FederationConfig(rounds=args.rounds, strategy=args.strategy, local=local)
+    cfg = FederationConfig(rounds=args.rounds, strategy=args.strategy, server_momentum=args.server_momentum,
+                           local=local)
     federated_cfg = replace(cfg, local=replace(local, learning_rate=args.federated_learning_rate))
     with measured() as cost:
         models = train_models(sites, pooled, tokenizer, cfg, args.work / "run", each_site_alone=False,
@@ -59,7 +61,7 @@ def main() -> None:
     auroc = {name: s["model_macro_auroc_5y"] for name, s in summary.items()}
     mb = _megabytes_per_round(models["federated"][1], len(sites))
     result = {"patients": args.patients, "sites": len(sites), "rounds": args.rounds, "local_steps": args.local_steps,
-              "config": args.config, "strategy": args.strategy,
+              "config": args.config, "strategy": args.strategy, "server_momentum": args.server_momentum,
               "learning_rate": {"pooled": args.learning_rate, "federated": args.federated_learning_rate}, "macro_auroc_5y": auroc,
               "oracle_macro_auroc_5y": summary["pooled"].get("oracle_macro_auroc_5y"),
               "floor_macro_auroc_5y": summary["pooled"].get("floor_macro_auroc_5y"),

@@ -85,6 +85,8 @@ def evaluate_and_print(model_dir: Path, dataset: Path, test: Path | None, work: 
         print(f"{p:>10}: macro AUROC at 60, 5 years = {s.get(f'{p}_macro_auroc_5y')}")
     print(f"headroom captured (5y): {s['headroom_auroc_5y']}   (target >= 0.90)")
     print(f"outcomes where the model beats the supervised baseline (5y): {s['model_beats_supervised_5y']}")
+    print(f"calibration (5y): median over outcomes of observed / model's expected risk = "
+          f"{s['model_median_observed_over_expected_5y']}")
     print("next event:", json.dumps(result["next_event"]))
     print("excess NLL per event vs the true model:", json.dumps(result.get("excess_nll")))
 

@@ -287,6 +287,8 @@ def population_command(
     samples: int = typer.Option(2, "--samples", help="Sampled futures per person for the planning projections (0: none)."),
     risks: str = typer.Option("analytic", "--risks", help="analytic, or rollout: from --samples sampled futures."),
     sdc: str = typer.Option("opensafely", "--sdc", help="Disclosure control profile: opensafely or minimum10."),
+    backtest: bool = typer.Option(True, "--backtest/--no-backtest",
+                                  help="Correct rates and widen intervals by the model's error one horizon earlier."),
     seed: int = typer.Option(0, "--seed"),
 ) -> None:
     """Expected events by patient group, inequality across deprivation, planning projections."""
@@ -296,7 +298,7 @@ def population_command(
     from farr.population.view import PopulationConfig, population_view, save
 
     cfg = PopulationConfig(groupings=tuple(parse_groupings(by)), horizons=tuple(parse_horizons(horizon)), at=at,
-                           samples=samples, risks=risks, sdc=sdc, seed=seed)
+                           samples=samples, risks=risks, sdc=sdc, backtest=backtest, seed=seed)
     result = population_view(model, dataset, cfg, progress=sys.stderr.isatty())
     save(result, out)
     typer.echo(f"report: {write_population_report(result, out)}")
@@ -375,16 +377,18 @@ SITES = typer.Option(None, "--sites", help="Site dataset directories, comma-sepa
 ROUNDS = typer.Option(3, "--rounds", help="Federated rounds.")
 LOCAL_STEPS = typer.Option(20, "--local-steps", help="Optimisation steps at each site per round.")
 CONFIG = typer.Option("tiny", "--config", help="Model size: tiny, small, medium or large.")
-STRATEGY = typer.Option("fedavg", "--strategy", help="fedavg or fedprox (both weighted by site size).")
+STRATEGY = typer.Option("fedavg", "--strategy", help="fedavg, fedavgm (server momentum) or fedprox (all weighted "
+                                                     "by site size).")
 
 
 def _federation(rounds: int, local_steps: int, config: str, strategy: str, mu: float = 0.01,
-                dp_noise: float | None = None, dp_clip: float = 1.0, batch_size: int = 16, seed: int = 0):
+                dp_noise: float | None = None, dp_clip: float = 1.0, batch_size: int = 16, seed: int = 0,
+                momentum: float = 0.5):
     from farr.federated.client import LocalConfig
     from farr.federated.strategy import FederationConfig
 
-    return FederationConfig(rounds=rounds, strategy=strategy, proximal_mu=mu, dp_noise_multiplier=dp_noise,
-                            dp_clipping_norm=dp_clip,
+    return FederationConfig(rounds=rounds, strategy=strategy, proximal_mu=mu, server_momentum=momentum,
+                            dp_noise_multiplier=dp_noise, dp_clipping_norm=dp_clip,
                             local=LocalConfig(preset=config, local_steps=local_steps, batch_size=batch_size, seed=seed))
 
 
@@ -399,6 +403,7 @@ def _sites(sites: str | None) -> list[Path]:
 def federate_command(
     ctx: typer.Context, sites: str = SITES, rounds: int = ROUNDS, out: Path = typer.Option(None, "--out", help="Model directory."),
     strategy: str = STRATEGY, mu: float = typer.Option(0.01, "--mu", help="FedProx proximal weight μ."),
+    momentum: float = typer.Option(0.5, "--server-momentum", help="FedAvgM: share of last round's step kept."),
     local_steps: int = LOCAL_STEPS, config: str = CONFIG, batch_size: int = typer.Option(16, "--batch-size"),
     dp_noise: float = typer.Option(None, "--dp-noise", help="Central DP: Gaussian noise multiplier on site updates."),
     dp_clip: float = typer.Option(1.0, "--dp-clip", help="Central DP: L2 clipping norm of each site's update."),
@@ -417,7 +422,7 @@ def federate_command(
                          "cannot install beside farr's pins; use --dp-noise for protected updates")
     if out is None:
         raise ValueError("--out: name the model directory")
-    cfg = _federation(rounds, local_steps, config, strategy, mu, dp_noise, dp_clip, batch_size, seed)
+    cfg = _federation(rounds, local_steps, config, strategy, mu, dp_noise, dp_clip, batch_size, seed, momentum)
     checked = check_sites(_sites(sites))
     result = federate(checked, out, cfg, processes=processes, tokenizer=agree_vocabulary(checked, min_count))
     for r in result["rounds"]:

@@ -10,6 +10,7 @@ from dataclasses import replace
 import numpy as np
 import polars as pl
 import pytest
+from flwr.common import Code, FitRes, Status, ndarrays_to_parameters
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
@@ -21,7 +22,7 @@ from farr.federated.client import LocalConfig, SiteClient, SiteTrainer
 from farr.federated.federate import federate, run_rounds
 from farr.federated.revenue import read_terms, revenue, split_amount
 from farr.federated.sites import assign_sites, split
-from farr.federated.strategy import FederationConfig
+from farr.federated.strategy import FederationConfig, build_strategy
 from farr.federated.valuation import ValuationConfig, value_sites
 from farr.federated.vocabulary import agree, shared_counts
 from farr.model.card import read_card
@@ -172,6 +173,22 @@ def test_fedprox_with_differential_privacy_runs_and_is_recorded(sites, tokenizer
     card = read_card(tmp_path / "dp")
     assert card["privacy"]["differential_privacy"] and card["privacy"]["noise_multiplier"] == 0.5
     assert card["training"]["strategy"] == "fedprox"
+
+
+def test_server_momentum_carries_part_of_the_last_step_into_the_next():
+    class Site:
+        cid = "1"
+
+    def update(values):
+        return Site(), FitRes(Status(Code.OK, ""), ndarrays_to_parameters([values.astype(np.float32)]), 10,
+                              {"site": "a", "vocabulary_sha256": "v"})
+
+    strategy = build_strategy(replace(FAST, strategy="fedavgm", server_momentum=0.5), [np.zeros(3, np.float32)], "v", 1)
+    strategy._sampled = [Site.cid]
+    strategy.aggregate_fit(1, [update(np.ones(3))], [])
+    np.testing.assert_allclose(strategy.current[0], 1.0)  # the first round moves as far as the sites did
+    strategy.aggregate_fit(2, [update(strategy.current[0] + 1)], [])
+    np.testing.assert_allclose(strategy.current[0], 2.5)  # then the sites' step plus half the last one
 
 
 def test_bad_federation_settings_are_refused(sites, model):

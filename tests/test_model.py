@@ -10,8 +10,8 @@ from hypothesis import strategies as st
 
 import farr.model.train
 from farr.model.card import read_card
-from farr.model.data import NO_EVENT_ID, PREFIX, RECALL_SHARE, TrainingBatches, predictable, window
-from farr.model.gpt import IGNORE, GPTConfig, TimelineGPT
+from farr.model.data import NO_EVENT_ID, PREFIX, RECALL_SHARE, TrainingBatches, _targets, predictable, window
+from farr.model.gpt import IGNORE, MIN_YEARS, GPTConfig, TimelineGPT
 from farr.model.sampling import _Context
 from farr.model.train import CHECKPOINT, load_model, train
 
@@ -66,6 +66,14 @@ def test_loss_is_the_competing_risks_likelihood():
     expected = (-log_rate[0, 2] + total[0] * 1.0) + (-log_rate[1, 3] + log_rate[1].logsumexp(-1)) \
         + (-log_rate[2, 4] + total[2] * 2.0) + total[3] * 0.5
     torch.testing.assert_close(out["loss"] * 3, expected)
+
+
+def test_an_event_on_the_same_day_is_a_one_day_wait_and_unobserved_time_is_not_timed():
+    tokens = np.arange(1, PREFIX + 5)
+    ages = np.r_[np.zeros(PREFIX), 10.0, 20.0, 20.0, 21.0].astype(np.float32)  # registered from 15 to 30
+    targets, exposure = _targets(tokens, ages, 15.0, 30.0)
+    np.testing.assert_allclose(exposure[PREFIX - 1:], [0.0, 5.0, MIN_YEARS, 1.0, 9.0], rtol=1e-6)
+    assert targets[-1] == IGNORE and (targets[PREFIX - 1:-1] == tokens[PREFIX:]).all()
 
 
 def test_unpredictable_tokens_have_no_rate():

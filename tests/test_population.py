@@ -10,6 +10,7 @@ from typer.testing import CliRunner
 from farr.cli import app
 from farr.forecast.predict import forecast
 from farr.model.train import TrainConfig, train
+from farr.population.backtest import MIN_CASES, Z90, corrected, model_error
 from farr.population.groups import AGE_BANDS, GROUPINGS, age_band, parse_groupings
 from farr.population.inequality import ridits, slope_indices
 from farr.population.rates import bootstrap_totals
@@ -79,6 +80,59 @@ def test_bootstrap_totals_sum_groups_and_resample_around_them():
     assert mean.std(axis=0)[0, 0] == pytest.approx(values[labels == "a", 0].std() / np.sqrt(sums.people[0]), rel=0.2)
 
 
+def _backtest(observed: list[int], expected: list[float]) -> pl.DataFrame:
+    """One outcome and horizon: the whole population and one group per entry."""
+    return pl.DataFrame({"grouping": ["all"] + ["region"] * len(observed),
+                         "group": ["all"] + [f"g{i}" for i in range(len(observed))], "outcome": "x",
+                         "horizon_years": 1.0, "observed_cases": [sum(observed), *observed],
+                         "model_cases_followed": [float(sum(expected)), *map(float, expected)]})
+
+
+def _corrections(error: pl.DataFrame) -> dict[str, tuple[float, float]]:
+    return {g: (float(np.exp(c)), v) for g, c, v in error.select("group", "log_correction", "error_variance").rows()}
+
+
+def test_a_model_that_erred_alike_in_every_group_is_corrected_alike():
+    error, overall = model_error(_backtest([2000] * 4, [1000] * 4))
+    for factor, variance in _corrections(error).values():
+        assert factor == pytest.approx(2.0, rel=1e-3) and variance == pytest.approx(1 / 8000.5)
+    assert overall["tau2"].item() == pytest.approx(1 / 8000.5)  # no spread between groups: only the ratio's noise
+
+
+def test_groups_that_erred_apart_keep_most_of_their_own_correction_and_a_wider_interval():
+    error, overall = model_error(_backtest([500, 1000, 2000, 4000, 5], [1000] * 4 + [5]))
+    got = _corrections(error)
+    for group, truth in (("g0", 0.5), ("g1", 1.0), ("g2", 2.0), ("g3", 4.0)):
+        assert got[group][0] == pytest.approx(truth, rel=0.05)
+        assert got[group][1] > got["all"][1]
+    assert MIN_CASES > 5 and got["g4"][0] == pytest.approx(got["all"][0])  # too few cases for its own
+
+
+def test_corrections_scale_rates_and_widen_both_intervals():
+    table = pl.DataFrame({"grouping": ["all", "region"], "group": ["all", "new"], "outcome": "x", "horizon_years": 1.0,
+                          "expected_cases": 50.0, "rate_per_100k": 100.0, "ci_lower_per_100k": 90.0,
+                          "ci_upper_per_100k": 110.0, "pi_lower_per_100k": 80.0, "pi_upper_per_100k": 120.0})
+    error = pl.DataFrame({"grouping": "all", "group": "all", "outcome": "x", "horizon_years": 1.0,
+                          "log_correction": np.log(2.0), "error_variance": 0.01})
+    overall = pl.DataFrame({"outcome": "x", "horizon_years": 1.0, "mu": np.log(3.0), "tau2": 0.04})
+    out = corrected(table, error, overall)
+    everyone, unseen = out.row(0, named=True), out.row(1, named=True)
+    assert everyone["rate_per_100k"] == pytest.approx(200.0) and everyone["model_rate_per_100k"] == 100.0
+    assert everyone["expected_cases"] == pytest.approx(100.0)
+    half = np.sqrt(np.log(100 / 90) ** 2 + (Z90 * 0.1) ** 2)
+    assert everyone["ci_lower_per_100k"] == pytest.approx(200 * np.exp(-half))
+    assert unseen["rate_per_100k"] == pytest.approx(300.0)  # a group the backtest lacked: its outcome's correction
+    assert unseen["pi_upper_per_100k"] / 300 > everyone["pi_upper_per_100k"] / 200
+
+
+@given(st.lists(st.tuples(st.integers(0, 5000), st.floats(0.5, 5000.0)), min_size=1, max_size=12))
+def test_backtest_corrections_are_finite_and_their_variances_positive(cells):
+    error, overall = model_error(_backtest([o for o, _ in cells], [e for _, e in cells]))
+    assert np.isfinite(error["log_correction"].to_numpy()).all()
+    assert (error["error_variance"].to_numpy() > 0).all() and np.isfinite(error["error_variance"].to_numpy()).all()
+    assert (overall["tau2"].to_numpy() > 0).all()
+
+
 def test_a_horizon_beyond_the_training_window_is_refused(small):
     model, _ = small
     with pytest.raises(ValueError, match="beyond the model's training window"):
@@ -102,7 +156,7 @@ def test_released_counts_are_safe_and_rates_need_their_counts(view):
     assert hidden["rate_per_100k"].is_null().all() and hidden["pi_upper_per_100k"].is_null().all()
     assert (hidden["sdc"] != "released").all()
     shown = rates.filter(pl.col("rate_per_100k").is_not_null())
-    assert shown.height and (shown["sdc"] == "released").all()
+    assert shown.height and (shown["sdc"] == "released").all() and shown["model_rate_per_100k"].is_not_null().all()
     assert ((shown["ci_lower_per_100k"] <= shown["rate_per_100k"] * 1.01)
             & (shown["rate_per_100k"] <= shown["ci_upper_per_100k"] * 1.01)).all()
     assert (shown["pi_upper_per_100k"] - shown["pi_lower_per_100k"]
@@ -131,7 +185,8 @@ def test_group_rates_match_the_per_person_forecast(small, tmp_path):
     """The whole population's rate is the mean analytic risk, over people at risk, from `farr forecast`."""
     model, dataset = small
     result = population_view(model, dataset, PopulationConfig(at="2018-01-01", horizons=(1.0,), samples=0,
-                                                              sdc="minimum10", groupings=("sex",), **SMALL))
+                                                              sdc="minimum10", groupings=("sex",), backtest=False,
+                                                              **SMALL))
     risks = pl.read_parquet(forecast(model, dataset, "2018-01-01", [1.0], tmp_path))
     expected = risks.group_by("outcome").agg((pl.col("risk").fill_nan(None).mean() * 1e5).alias("mean"))
     got = result["group_rates"].filter(pl.col("grouping") == "all").join(expected, on="outcome")
@@ -156,7 +211,8 @@ def test_rollout_risks_give_rates_near_the_analytic_ones(small):
     """With a model that has barely learnt (rates nearly flat over time), sampled futures and the rate
     held for the horizon agree up to Monte Carlo error."""
     model, dataset = small
-    common = dict(at="2018-01-01", horizons=(1.0,), samples=8, groupings=("sex",), sdc="minimum10", **SMALL)
+    common = dict(at="2018-01-01", horizons=(1.0,), samples=8, groupings=("sex",), sdc="minimum10", backtest=False,
+                  **SMALL)
     rates = {kind: population_view(model, dataset, PopulationConfig(risks=kind, **common))["group_rates"]
              .filter(pl.col("grouping") == "all").sort("outcome") for kind in ("analytic", "rollout")}
     analytic, rollout = (rates[k]["rate_per_100k"].to_numpy().astype(float) for k in ("analytic", "rollout"))
@@ -168,6 +224,14 @@ def test_without_follow_up_there_are_no_observed_rates(small):
     result = population_view(model, dataset, PopulationConfig(horizons=(1.0,), samples=0, groupings=("sex",),
                                                               **SMALL))
     assert result["group_rates"]["observed_per_100k"].is_null().all()
+
+
+def test_without_data_one_horizon_back_there_is_no_backtest_and_a_note_says_so(small):
+    model, dataset = small
+    result = population_view(model, dataset, PopulationConfig(at="2001-06-01", horizons=(5.0,), samples=0,
+                                                              groupings=("sex",), **SMALL))
+    assert "model_rate_per_100k" not in result["group_rates"].columns
+    assert any(note.startswith("no backtest") for note in result["config"]["notes"])
 
 
 def test_the_command_writes_report_tables_and_planning(small, tmp_path):

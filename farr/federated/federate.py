@@ -85,7 +85,8 @@ def federate(sites: list[str | Path], out: str | Path, cfg: FederationConfig, *,
     save_model(out, model)
     tokenizer.save(out / TOKENIZER)
     training = {"federated": True, "strategy": cfg.strategy, "rounds": cfg.rounds, "sites": len(sites),
-                "local": asdict(cfg.local)} | ({"proximal_mu": cfg.proximal_mu} if cfg.strategy == "fedprox" else {})
+                "local": asdict(cfg.local)} | {"fedprox": {"proximal_mu": cfg.proximal_mu},
+                                               "fedavgm": {"server_momentum": cfg.server_momentum}}.get(cfg.strategy, {})
     _write_federated_card(out, sites, tokenizer, training, cfg.privacy())
     entry = ledger.append(out, strategy.records, strategy.rounds, training)
     (out / "federation_log.json").write_text(json.dumps({"rounds": strategy.rounds, "sites": strategy.records}, indent=1))

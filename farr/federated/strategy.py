@@ -1,5 +1,6 @@
-"""The server's strategy: Flower's FedAvg or FedProx (weighted by site size), optionally inside
-Flower's central differential-privacy wrapper, inside a guard that checks every update first.
+"""The server's strategy: Flower's FedAvg, FedAvgM (server momentum) or FedProx (each weighted
+by site size), optionally inside Flower's central differential-privacy wrapper, inside a guard
+that checks every update first.
 
 The guard rejects a malformed or non-finite update (and records it), records sites that drop
 out of a round, stops with a clear error when a site trains with another vocabulary, and keeps
@@ -13,12 +14,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from flwr.common import Parameters, ndarrays_to_parameters, parameters_to_ndarrays
-from flwr.server.strategy import (DifferentialPrivacyServerSideFixedClipping, FedAvg, FedProx,
+from flwr.server.strategy import (DifferentialPrivacyServerSideFixedClipping, FedAvg, FedAvgM, FedProx,
                                   Strategy)
 
 from farr.federated.client import LocalConfig
 
-STRATEGIES = ("fedavg", "fedprox")
+STRATEGIES = ("fedavg", "fedavgm", "fedprox")
 
 
 @dataclass
@@ -26,6 +27,7 @@ class FederationConfig:
     rounds: int = 3
     strategy: str = "fedavg"
     proximal_mu: float = 0.01
+    server_momentum: float = 0.5  # fedavgm: the server keeps this share of last round's step
     dp_noise_multiplier: float | None = None  # None: no differential privacy
     dp_clipping_norm: float = 1.0
     connect_timeout_s: float = 120.0
@@ -56,8 +58,11 @@ def build_strategy(cfg: FederationConfig, initial: list[np.ndarray], vocabulary_
                   fit_metrics_aggregation_fn=lambda metrics: {},  # per-site metrics go to the ledger instead
                   on_fit_config_fn=lambda r: {"server_round": r, "total_steps": cfg.total_steps,
                                               "vocabulary_sha256": vocabulary_sha256})
-    inner: Strategy = (FedProx(proximal_mu=cfg.proximal_mu, **common) if cfg.strategy == "fedprox"
-                       else FedAvg(**common))
+    inner: Strategy = {
+        "fedavg": lambda: FedAvg(**common),
+        "fedavgm": lambda: FedAvgM(server_momentum=cfg.server_momentum, initial_parameters=ndarrays_to_parameters(initial),
+                                   **common),
+        "fedprox": lambda: FedProx(proximal_mu=cfg.proximal_mu, **common)}[cfg.strategy]()
     if cfg.dp_noise_multiplier is not None:
         inner = DifferentialPrivacyServerSideFixedClipping(inner, cfg.dp_noise_multiplier, cfg.dp_clipping_norm, sites)
     return GuardedStrategy(inner, initial, vocabulary_sha256, sites, cfg.connect_timeout_s)

@@ -208,6 +208,9 @@ def _summary(result: dict, horizons: list[float]) -> dict:
                                                        summary.get(f"floor_macro_auroc_{h:g}y"),
                                                        summary.get(f"oracle_macro_auroc_{h:g}y"))
         summary[f"model_beats_supervised_{h:g}y"] = _wins(rows, h)
+        ratios = [r["observed_over_expected"] for r in rows if r["predictor"] == "model" and r["horizon"] == h
+                  and r.get("observed_over_expected") is not None]
+        summary[f"model_median_observed_over_expected_{h:g}y"] = float(np.median(ratios)) if ratios else None
     return summary
 
 

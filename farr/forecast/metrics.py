@@ -12,15 +12,18 @@ MIN_EVENTS = 25  # fewer events (or non-events) in a cell: the metric is NA
 
 
 def binary_metrics(event: np.ndarray, risk: np.ndarray, min_events: int = MIN_EVENTS) -> dict:
-    """AUROC, Brier score and calibration slope/intercept; None where the cell is too small."""
+    """AUROC, Brier score, calibration slope, calibration-in-the-large (observed minus mean risk)
+    and the observed/expected ratio; None where the cell is too small."""
     keep = ~np.isnan(risk)
     event, risk = event[keep].astype(bool), risk[keep]
     cell = {"n": int(len(event)), "events": int(event.sum())}
     if cell["events"] < min_events or len(event) - cell["events"] < min_events:
-        return cell | {"auroc": None, "brier": None, "calibration_slope": None, "calibration_in_the_large": None}
+        return cell | {"auroc": None, "brier": None, "calibration_slope": None, "calibration_in_the_large": None,
+                       "observed_over_expected": None}
     slope, intercept = calibration(event, risk)
     return cell | {"auroc": float(roc_auc_score(event, risk)), "brier": float(brier_score_loss(event, risk)),
-                   "calibration_slope": slope, "calibration_in_the_large": float(event.mean() - risk.mean())}
+                   "calibration_slope": slope, "calibration_in_the_large": float(event.mean() - risk.mean()),
+                   "observed_over_expected": float(event.mean() / max(risk.mean(), 1e-12))}
 
 
 def calibration(event: np.ndarray, risk: np.ndarray) -> tuple[float, float]:

@@ -33,8 +33,11 @@ def write_evaluation_report(result: dict, out: str | Path, title: str = "farr mo
     report.figure(_auroc_figure(result["landmark"], present, middle), "auroc_by_outcome",
                   f"AUROC by outcome at {middle:g} years (missing: fewer than 25 events)")
     report.heading(f"Per outcome at {middle:g} years")
-    report.table(["outcome", "events", *[f"{p} AUROC" for p in present], "model calibration slope"],
-                 _outcome_rows(result["landmark"], present, middle))
+    report.text("Calibration: observed/expected is the observed risk over the model's mean predicted risk "
+                f"(1 is calibrated); its median over outcomes is "
+                f"{summary.get(f'model_median_observed_over_expected_{middle:g}y') or 'NA'}.")
+    report.table(["outcome", "events", *[f"{p} AUROC" for p in present], "model calibration slope",
+                  "model observed/expected"], _outcome_rows(result["landmark"], present, middle))
     report.heading("Time to event")
     report.table(["predictor", "macro Uno's C"],
                  [[p, macro(r["uno_c"] for r in result["survival"] if r["predictor"] == p) or "NA"] for p in present])
@@ -78,5 +81,6 @@ def _outcome_rows(rows: list[dict], present: list[str], horizon: float) -> list[
         model = cells.get(("model", outcome), {})
         aurocs = [cells.get((p, outcome), {}).get("auroc") for p in present]
         out.append([outcome, model.get("events", 0), *[a if a is not None else "NA" for a in aurocs],
-                    model.get("calibration_slope") if model.get("calibration_slope") is not None else "NA"])
+                    *[model.get(k) if model.get(k) is not None else "NA"
+                      for k in ("calibration_slope", "observed_over_expected")]])
     return out

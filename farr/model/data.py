@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from farr.model.gpt import IGNORE
+from farr.model.gpt import IGNORE, MIN_YEARS
 from farr.model.tokenizer import DEMOGRAPHICS, NO_EVENT, PAD, SPECIAL, Timelines
 
 PREFIX = len(DEMOGRAPHICS)  # every timeline starts with its demographic tokens
@@ -98,11 +98,18 @@ def _with_quiet_years(tokens, ages, start, end, rate, rng):
 
 
 def _targets(tokens, ages, start, end):
-    """Next token of each position, and the years of observed time until it (or to the end)."""
+    """Next token of each position, and the years of observed time until it (or to the end).
+
+    An event on the same day as the one before it came within that day (a day is the record's
+    resolution), so it is timed as a one-day wait. Left untimed, the bursts of events a visit
+    codes together were missing from the rates' scale: rates came out too low by about the
+    share of tied events (and far more for codes that open a burst)."""
     targets = np.append(tokens[1:], IGNORE).astype(np.int64)
     targets[:PREFIX - 1] = IGNORE  # demographic tokens are not events
     following = np.append(ages[1:], end)
     exposure = np.clip(np.minimum(following, end) - np.maximum(ages, start), 0.0, None)
+    tied = (following == ages) & (ages >= start) & (ages <= end) & (targets != IGNORE)
+    exposure[tied] = MIN_YEARS
     return targets, exposure.astype(np.float32)
 
 

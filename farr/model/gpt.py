@@ -170,7 +170,7 @@ class TimelineGPT(nn.Module):
         """Mean negative log-likelihood per event, split into its which-event and when parts.
 
         `targets` (B, T): the next token, or IGNORE; `exposure` (B, T): observed years until
-        the next event (0 for ties and unobserved time)."""
+        the next event (a day for an event on the same day, 0 for unobserved time)."""
         log_rate = self.log_rates(tokens, ages)
         log_total = torch.logsumexp(log_rate, dim=-1)
         is_event = targets != IGNORE

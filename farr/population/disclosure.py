@@ -49,8 +49,8 @@ def release_rates(table: pl.DataFrame, profile: str) -> tuple[pl.DataFrame, dict
     counts = [c for c in (*RATE_COUNTS, *OBSERVED_COUNTS) if c in table.columns]
     result = apply_sdc(_whole(table, counts), counts, profile, group_columns=[CELL])
     safe = result.table.with_columns(_status(table, result.findings, RATE_COUNTS))
-    model_rates = ["rate_per_100k", *(f"{i}_{end}_per_100k" for i in ("ci", "pi") for end in ("lower", "upper"))] + (
-        ["oracle_per_100k"] if "oracle_per_100k" in table.columns else [])
+    model_rates = ["rate_per_100k", *(f"{i}_{end}_per_100k" for i in ("ci", "pi") for end in ("lower", "upper"))] + [
+        c for c in ("model_rate_per_100k", "oracle_per_100k") if c in table.columns]
     safe = safe.with_columns(pl.when(_released(RATE_COUNTS)).then(pl.col(c)).otherwise(None).alias(c)
                              for c in model_rates)
     if "followed" in safe.columns:

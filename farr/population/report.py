@@ -14,7 +14,12 @@ from farr.population.inequality import IMD_ORDER
 from farr.reporting import Report
 
 PANEL_COLUMNS = 4
-_RISKS = {"analytic": "analytic risks (its rate at the landmark held over the horizon)",
+_BACKTEST = {True: "Backtest: the same forecast made one horizon before the landmark was checked against what "
+                   "then happened; each rate is corrected by its group's observed/expected ratio then (shrunk "
+                   "towards its outcome's overall ratio as far as that group's numbers are noisy), and both "
+                   "intervals are widened by the model error the backtest found.",
+             False: "No backtest was asked for: the intervals leave out the model's own error."}
+_RISKS = {"analytic": "analytic risks (its rates read at the landmark and on each anniversary)",
           "rollout": "sampled futures (the share of futures with the outcome)"}
 
 
@@ -114,7 +119,8 @@ def write_population_report(result: dict, out: str | Path) -> Path:
                 "people at risk (people who already have a condition are not at risk of a new one), from its "
                 f"{_RISKS[cfg['risks']]}. 90% intervals from a Poisson bootstrap over people ({cfg['replicates']} "
                 "replicates): confidence intervals (CI) for the expected rate, and prediction intervals (PI) for the "
-                "rate that will be observed, which add each person's chance of the outcome. Disclosure control: "
+                "rate that will be observed, which add each person's chance of the outcome. "
+                f"{_BACKTEST[cfg['backtest']]} Disclosure control: "
                 f"profile {cfg['sdc']!r}, applied to every count; a rate is shown only where all of its counts are "
                 "released.")
     for note in cfg["notes"]:
@@ -198,9 +204,10 @@ def _validation(report: Report, validation: dict, rates: pl.DataFrame) -> None:
     report.text("Each group's projected rate against the oracle's true expected rate for the same people "
                 f"(bias = model / oracle − 1); large groups have at least "
                 f"{validation['min_people_for_large']:,} people.")
-    report.table(["groups", "cells", "median |bias|", "within 10%", "90% CI covers oracle", "90% PI covers oracle"],
-                 [[name, v["cells"], v.get("median_abs_bias", "–"), v.get("share_within_10pct", "–"),
-                   v.get("coverage_90pct_ci", "–"), v.get("coverage_90pct_pi", "–")]
+    report.table(["groups", "cells", "median |bias|", "median |bias| before the backtest", "within 10%",
+                  "90% CI covers oracle", "90% PI covers oracle"],
+                 [[name, v["cells"], v.get("median_abs_bias", "–"), v.get("median_abs_bias_before_backtest", "–"),
+                   v.get("share_within_10pct", "–"), v.get("coverage_90pct_ci", "–"), v.get("coverage_90pct_pi", "–")]
                   for name, v in validation.items() if isinstance(v, dict)])
     report.figure(comparison_figure(rates, "oracle_per_100k", "oracle", "rate_per_100k"), "oracle",
                   "Model against oracle group rates")

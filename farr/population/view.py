@@ -30,6 +30,7 @@ from farr.privacy.sdc import resolve_profile
 from farr.population.disclosure import release_inequality, release_planning, release_rates
 from farr.population.groups import GROUPINGS, group_index, group_labels
 from farr.population.inequality import IMD_ORDER, imd_positions, slope_indices
+from farr.population.backtest import corrected, model_error
 from farr.population.oracle import oracle_group_rates
 from farr.population.planning import project
 from farr.population.rates import (PER_100K, REPLICATES, GroupTotals, bootstrap_totals, cell_table, group_sums,
@@ -51,6 +52,7 @@ class PopulationConfig:
     replicates: int = REPLICATES
     sdc: str = "opensafely"
     oracle_draws: int = 20
+    backtest: bool = True  # correct rates and widen intervals by the model's error one horizon earlier
     seed: int = 0
     bf16: bool = False
     notes: list[str] = field(default_factory=list)
@@ -69,8 +71,8 @@ def check_horizons(model_dir, horizons) -> float:
 
 
 def person_risks(model, timelines, mark, outcomes, cfg: PopulationConfig) -> np.ndarray:
-    """(n, outcomes, horizons): analytic (the rate at the landmark held for the horizon), or the
-    share of `samples` sampled futures with the outcome (ageing and new conditions play out)."""
+    """(n, outcomes, horizons): analytic (the rates read at the landmark and on each anniversary),
+    or the share of `samples` sampled futures with the outcome (new conditions play out too)."""
     if cfg.risks == "analytic":
         return model_risk(model, timelines, mark, outcomes, list(cfg.horizons), bf16=cfg.bf16)
     first = sampled_first_occurrences(model, timelines, outcomes, mark, max(cfg.horizons), cfg.samples, cfg.seed)
@@ -92,7 +94,8 @@ def landmark_cohort(model_dir, dataset, at: str | None):
     return model, timelines, outcomes, at, mark
 
 
-PHASES = ("landmark cohort", "per-person risks", "group totals", "oracle", "planning rollouts", "disclosure control")
+PHASES = ("landmark cohort", "per-person risks", "group totals", "backtest", "oracle", "planning rollouts",
+          "disclosure control")
 
 
 @contextmanager
@@ -114,12 +117,9 @@ def population_view(model_dir, dataset, cfg: PopulationConfig | None = None, *, 
     window_years = check_horizons(model_dir, horizons)
     with _phases(progress) as step:
         model, timelines, outcomes, at, mark = landmark_cohort(model_dir, dataset, cfg.at)
-        groups = {"all": np.full(len(mark.people), "all")} | group_labels(
-            dataset, timelines.subject_id[mark.people], mark.age, list(cfg.groupings))
+        groups = landmark_groups(dataset, timelines, mark, cfg)
         step("per-person risks")
-        at_risk = ~not_at_risk(mark, outcomes)
-        risk = np.where(at_risk[:, :, None], person_risks(model, timelines, mark, outcomes, cfg), 0.0)
-        risk = risk.astype(np.float32)
+        at_risk, risk = landmark_risks(model, timelines, mark, outcomes, cfg)
         step("group totals")
         flat = risk.reshape(len(risk), -1)
         sums = bootstrap_totals(groups, np.concatenate([flat, at_risk, flat * (1 - flat)], axis=1),
@@ -127,6 +127,10 @@ def population_view(model_dir, dataset, cfg: PopulationConfig | None = None, *, 
         names = [o.name for o in outcomes]
         table = rates_table(sums, names, horizons, seed=cfg.seed).join(
             observed_table(groups, mark, outcomes, horizons, risk), how="left", on=KEYS)
+        step("backtest")
+        error = backtest(model, dataset, timelines, outcomes, at, cfg) if cfg.backtest else None
+        if error is not None:
+            table = corrected(table, *error)
         step("oracle")
         oracle = oracle_group_rates(dataset, timelines, mark, outcomes, horizons, groups, at_risk,
                                     draws=cfg.oracle_draws, seed=cfg.seed)
@@ -144,7 +148,8 @@ def population_view(model_dir, dataset, cfg: PopulationConfig | None = None, *, 
     result = {"config": asdict(cfg) | {"at": at}, "people": everyone,
               "training_window_years": round(window_years, 2), "outcomes": names,
               "group_rates": rates, "highest_risk": highest_risk(rates), "sdc": {"group_rates": rate_sdc}}
-    inequality = inequality_table(sums["imd"], names, horizons) if "imd" in sums else None
+    inequality = inequality_table(sums["imd"], names, horizons, _factors(table, "imd", sums["imd"].names, names,
+                                                                          horizons)) if "imd" in sums else None
     if inequality is not None:
         result["inequality"] = release_inequality(inequality, rates)
     if planning is not None:
@@ -152,6 +157,47 @@ def population_view(model_dir, dataset, cfg: PopulationConfig | None = None, *, 
     if oracle is not None:
         result["validation"] = validation_summary(table)
     return result
+
+
+def landmark_groups(dataset, timelines, mark, cfg: PopulationConfig) -> dict[str, np.ndarray]:
+    return {"all": np.full(len(mark.people), "all")} | group_labels(
+        dataset, timelines.subject_id[mark.people], mark.age, list(cfg.groupings))
+
+
+def landmark_risks(model, timelines, mark, outcomes, cfg: PopulationConfig) -> tuple[np.ndarray, np.ndarray]:
+    """(at risk (n, outcomes), risks (n, outcomes, horizons), 0 where not at risk)."""
+    at_risk = ~not_at_risk(mark, outcomes)
+    risk = np.where(at_risk[:, :, None], person_risks(model, timelines, mark, outcomes, cfg), 0.0)
+    return at_risk, risk.astype(np.float32)
+
+
+def backtest(model, dataset, timelines, outcomes, at: str, cfg: PopulationConfig):
+    """The model's error per group (`backtest.model_error`) from a landmark max(horizon) years
+    before `at`, or None (with a note) where the data do not reach back that far."""
+    years = float(np.ceil(max(cfg.horizons)))
+    earlier = landmark(timelines, landmark_ages(timelines, at) - years, outcomes)
+    if not len(earlier.people):
+        cfg.notes.append(f"no backtest: {len(earlier.people):,} people were registered {years:g} years before the "
+                         "landmark; the intervals leave out the model's own error")
+        return None
+    _, risk = landmark_risks(model, timelines, earlier, outcomes, cfg)
+    past = observed_table(landmark_groups(dataset, timelines, earlier, cfg), earlier, outcomes, list(cfg.horizons), risk)
+    return model_error(past)
+
+
+def _factors(table: pl.DataFrame, grouping: str, groups: np.ndarray, outcomes: list[str], horizons: list[float]
+             ) -> np.ndarray:
+    """(groups, outcomes × horizons) backtest corrections of one grouping's rates (1 without a backtest)."""
+    if "model_rate_per_100k" not in table.columns:
+        return np.ones((len(groups), len(outcomes) * len(horizons)))
+    rows = table.filter(pl.col("grouping") == grouping).with_columns(
+        (pl.col("rate_per_100k") / pl.col("model_rate_per_100k")).fill_nan(1.0).fill_null(1.0).alias("factor"))
+    cells = pl.DataFrame({"group": np.repeat(groups, len(outcomes) * len(horizons)),
+                          "outcome": np.tile(np.repeat(outcomes, len(horizons)), len(groups)),
+                          "horizon_years": np.tile(np.asarray(horizons, float), len(groups) * len(outcomes))})
+    factor = cells.join(rows.select("group", "outcome", "horizon_years", "factor"), how="left",
+                        on=["group", "outcome", "horizon_years"], maintain_order="left")["factor"].fill_null(1.0)
+    return factor.to_numpy().reshape(len(groups), -1)
 
 
 def rates_table(sums: dict[str, GroupTotals], outcomes: list[str], horizons: list[float], *, seed: int = 0
@@ -201,8 +247,10 @@ def observed_table(groups: dict[str, np.ndarray], mark, outcomes, horizons, risk
                                 for c in ("followed", "observed_cases", "model_cases_followed")))
 
 
-def inequality_table(s: GroupTotals, outcomes: list[str], horizons: list[float]) -> pl.DataFrame | None:
-    """Rate ratios of each IMD quintile against the least deprived, SII and RII, with intervals."""
+def inequality_table(s: GroupTotals, outcomes: list[str], horizons: list[float], factor: np.ndarray
+                     ) -> pl.DataFrame | None:
+    """Rate ratios of each IMD quintile against the least deprived, SII and RII, with intervals,
+    from the quintiles' rates times their backtest corrections `factor` (groups, outcomes × horizons)."""
     order = imd_positions(s.names)
     if order is None:
         return None
@@ -211,7 +259,7 @@ def inequality_table(s: GroupTotals, outcomes: list[str], horizons: list[float])
 
     def rates(totals, people):  # (..., 5 quintiles, K*H), (..., 5, K*H)
         with np.errstate(divide="ignore", invalid="ignore"):
-            return totals[..., order, :k * h] / people[..., order, :][..., at_risk_columns]
+            return totals[..., order, :k * h] / people[..., order, :][..., at_risk_columns] * factor[order]
 
     point = rates(s.totals, s.totals)
     boot = rates(s.replicates, s.replicates)
@@ -255,7 +303,9 @@ def validation_summary(table: pl.DataFrame) -> dict:
     and for groups of at least VALIDATION_MIN_PEOPLE people (computed before SDC; shares only)."""
     rows = table.filter(pl.col("oracle_per_100k").is_not_null() & (pl.col("oracle_per_100k") > 0)
                         & pl.col("rate_per_100k").is_not_null())
+    raw = "model_rate_per_100k" if "model_rate_per_100k" in rows.columns else "rate_per_100k"
     rows = rows.with_columns((pl.col("rate_per_100k") / pl.col("oracle_per_100k") - 1).alias("bias"),
+                             (pl.col(raw) / pl.col("oracle_per_100k") - 1).alias("bias_before_backtest"),
                              *(pl.col("oracle_per_100k").is_between(f"{i}_lower_per_100k", f"{i}_upper_per_100k")
                                .alias(f"covered_{i}") for i in ("ci", "pi")))
     summary = {}
@@ -264,6 +314,7 @@ def validation_summary(table: pl.DataFrame) -> dict:
             "median_abs_bias": float(part["bias"].abs().median()),
             "mean_bias": float(part["bias"].mean()),
             "share_within_10pct": float((part["bias"].abs() <= 0.10).mean()),
+            "median_abs_bias_before_backtest": float(part["bias_before_backtest"].abs().median()),
             "coverage_90pct_ci": float(part["covered_ci"].mean()),
             "coverage_90pct_pi": float(part["covered_pi"].mean())})
     summary["min_people_for_large"] = VALIDATION_MIN_PEOPLE
