@@ -27,10 +27,10 @@ from farr.forecast.risk import model_risk, not_at_risk, rollout_risk
 from farr.model.card import data_window, read_card
 from farr.model.train import load_model
 from farr.privacy.sdc import resolve_profile
+from farr.population.backtest import corrected, model_error
 from farr.population.disclosure import release_inequality, release_planning, release_rates
 from farr.population.groups import GROUPINGS, group_index, group_labels
 from farr.population.inequality import IMD_ORDER, imd_positions, slope_indices
-from farr.population.backtest import corrected, model_error
 from farr.population.oracle import oracle_group_rates
 from farr.population.planning import project
 from farr.population.rates import (PER_100K, REPLICATES, GroupTotals, bootstrap_totals, cell_table, group_sums,
@@ -177,8 +177,8 @@ def backtest(model, dataset, timelines, outcomes, at: str, cfg: PopulationConfig
     years = float(np.ceil(max(cfg.horizons)))
     earlier = landmark(timelines, landmark_ages(timelines, at) - years, outcomes)
     if not len(earlier.people):
-        cfg.notes.append(f"no backtest: {len(earlier.people):,} people were registered {years:g} years before the "
-                         "landmark; the intervals leave out the model's own error")
+        cfg.notes.append(f"no backtest: nobody in the data was registered {years:g} years before the landmark; "
+                         "the rates are the model's own and the intervals leave out its error")
         return None
     _, risk = landmark_risks(model, timelines, earlier, outcomes, cfg)
     past = observed_table(landmark_groups(dataset, timelines, earlier, cfg), earlier, outcomes, list(cfg.horizons), risk)
