@@ -5,7 +5,9 @@
 Targets (issue 5): the report on 100k real vs 100k synthetic patients in under 5 minutes; a
 predictor trained on synthetic data only reaches >= 95% of the AUROC of one trained on the real
 (simulated) data (mean over outcomes of the TSTR/TRTR ratio, printed per outcome too).
-Reuses the population and model of benchmarks/synth_throughput.py when given the same --work.
+Reuses the population and model of benchmarks/synth_throughput.py when given the same --work, or
+takes a trained model and its training data (`--model out/benchmark-model/model --real
+out/benchmark-model/population`).
 """
 
 from __future__ import annotations
@@ -27,14 +29,16 @@ def main() -> None:
     parser.add_argument("--patients", type=int, default=100_000, help="Real people simulated (and synthesised).")
     parser.add_argument("--config", default="tiny")
     parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--model", type=Path, help="A trained model (with --real, its training data).")
+    parser.add_argument("--real", type=Path, help="The real dataset the model was trained on.")
+    parser.add_argument("--device", default="cpu", help="Where to sample: cpu, cuda or auto.")
     parser.add_argument("--work", type=Path, default=Path("out/benchmark-synth"))
     args = parser.parse_args()
-    dataset, model = simulated_once(args.work / "population", args.patients, 7), args.work / f"model-{args.config}"
-    if not (model / "model.pt").exists():
-        train(dataset, model, TrainConfig(preset=args.config, max_steps=args.steps, eval_every=args.steps,
-                                          checkpoint_every=args.steps), progress=False)
+    dataset, model = (args.real, args.model) if args.model else _trained(args)
     synthetic = args.work / f"synthetic-report-{time.time_ns()}"
-    synthesize(model, args.patients, synthetic, seed=2)
+    with measured() as m:
+        synthesize(model, args.patients, synthetic, seed=2, device=args.device, workers=0)
+    print(f"synthesized {args.patients:,} people in {m['seconds']:.0f} s")
     with measured() as m:
         result = synth_report(dataset, synthetic, args.work / f"report-{time.time_ns()}", model=model)
     print(f"synth report: {result['people']['real']:,} real vs {result['people']['synthetic']:,} synthetic in "
@@ -49,6 +53,14 @@ def main() -> None:
     gate = result["gate"]
     print("release gate: " + ("passed" if gate["passed"] else "FAILED") + "; " +
           ", ".join(f"{c['check']} {c['value'] if c['value'] is None else round(c['value'], 3)}" for c in gate["checks"]))
+
+
+def _trained(args) -> tuple[Path, Path]:
+    dataset, model = simulated_once(args.work / "population", args.patients, 7), args.work / f"model-{args.config}"
+    if not (model / "model.pt").exists():
+        train(dataset, model, TrainConfig(preset=args.config, max_steps=args.steps, eval_every=args.steps,
+                                          checkpoint_every=args.steps), progress=False)
+    return dataset, model
 
 
 if __name__ == "__main__":

@@ -313,11 +313,15 @@ def synthesize_command(
     fmt: str = typer.Option("meds", "--format", help="meds (the farr dataset only), omop (+ OMOP CDM 5.4 CSV) "
                                                       "or fhir (+ FHIR R4 NDJSON)."),
     seed: int = typer.Option(0, "--seed"),
+    device: str = typer.Option("auto", "--device", help="cpu, cuda, or auto (the GPU when there is one)."),
+    workers: int = typer.Option(0, "--workers", help="Sampling processes on a CPU (0: one a core); one on a GPU."),
 ) -> None:
     """Sample a synthetic population: people from the card's training population, lives from the model."""
     from farr.synth import synthesize
 
-    typer.echo(f"synthetic dataset: {synthesize(model, patients, out, fmt=fmt, seed=seed, progress=sys.stderr.isatty())}")
+    out = synthesize(model, patients, out, fmt=fmt, seed=seed, device=device, workers=workers,
+                     progress=sys.stderr.isatty())
+    typer.echo(f"synthetic dataset: {out}")
 
 
 @app.command("synth-report")

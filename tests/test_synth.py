@@ -28,6 +28,7 @@ from farr.synth import synthesize
 from farr.synth.population import draw_people
 from farr.synth.release import MANIFEST, Thresholds, verify_manifest
 from farr.synth.report import synth_report
+from farr.synth.synthesize import SHARD_PEOPLE, resolve_device
 from farr.synth.threads import single_threaded
 
 PATIENTS = 300
@@ -83,6 +84,26 @@ def test_same_seed_same_bytes(model, synthetic, tmp_path):
     assert read_metadata(again)["files"] == read_metadata(synthetic)["files"]
     other = synthesize(model, PATIENTS, tmp_path / "other", seed=4)
     assert read_metadata(other)["files"] != read_metadata(synthetic)["files"]
+
+
+def test_worker_processes_write_the_same_dataset_as_one(model, tmp_path, monkeypatch):
+    monkeypatch.setitem(SHARD_PEOPLE, "cpu", 40)  # three shards of 100 people
+    one = synthesize(model, 100, tmp_path / "one", seed=5, workers=1)
+    two = synthesize(model, 100, tmp_path / "two", seed=5, workers=2)
+    assert read_metadata(one)["shards"] == 3
+    assert read_metadata(two)["files"] == read_metadata(one)["files"]
+
+
+def test_devices_and_workers_are_checked(model, tmp_path):
+    with pytest.raises(ValueError, match="choose cpu, cuda or auto"):
+        resolve_device("tpu")
+    assert resolve_device("auto") == ("cuda" if torch.cuda.is_available() else "cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="no CUDA GPU is visible"):
+            synthesize(model, 5, tmp_path / "gpu", device="cuda")
+    with pytest.raises(ValueError, match="--workers -1"):
+        synthesize(model, 5, tmp_path / "minus", workers=-1)
+    assert not (tmp_path / "gpu").exists() and not (tmp_path / "minus").exists()
 
 
 def test_demographics_keep_the_cards_one_way_marginals(synthetic, model):

@@ -8,7 +8,8 @@ histories from a landmark; synthesis starts from demographic tokens alone.
 Each step appends one token a row through the model's key/value cache, which grows with the
 longest row (attention costs what is used, not the whole block). A full window is cut the way
 training cuts windows (prefix, recalled earlier codes, recent events) and recomputed. Finished
-rows ride along until they are half the batch, then the batch is compacted.
+rows ride along until they are half the batch, then the batch is compacted. Sampling runs where
+the model is (CPU or GPU); `generator` must be on the same device.
 """
 
 from __future__ import annotations
@@ -40,8 +41,10 @@ def sample_events(model: TimelineGPT, tokens: torch.Tensor, ages: torch.Tensor, 
     """Sample forward from left-aligned contexts `tokens`, `ages` (n, w), whose last real token is
     at `last` (n,), until each row's age `until` (n,), a `stop` token or `max_events` events.
     Tokens in `never` are not sampled."""
-    state = _Context(model, tokens, ages, last)
-    stop_tokens, never_tokens = torch.tensor(stop, dtype=torch.long), torch.tensor(never, dtype=torch.long)
+    device = model.mask.device
+    state = _Context(model, tokens.to(device), ages.to(device), last.to(device))
+    stop_tokens, never_tokens, until = (torch.tensor(stop, dtype=torch.long, device=device),
+                                        torch.tensor(never, dtype=torch.long, device=device), until.to(device))
     found: list[tuple[torch.Tensor, ...]] = []
     for _ in range(max_events):
         if not state.alive.any():
@@ -53,15 +56,15 @@ def sample_events(model: TimelineGPT, tokens: torch.Tensor, ages: torch.Tensor, 
         state.advance(token, age)
     if not found:
         return Sampled(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0))
-    return Sampled(*(torch.cat(x).numpy() for x in zip(*found)))
+    return Sampled(*(torch.cat(x).cpu().numpy() for x in zip(*found)))
 
 
 def _draw(rate: torch.Tensor, never: torch.Tensor, now: torch.Tensor, generator: torch.Generator):
     """The next event of every row: token j with probability λ_j / Λ, after an Exp(Λ) wait."""
     rate = rate.clone()
     rate[:, never] = 0.0
-    wait = torch.empty(len(rate)).exponential_(generator=generator) / rate.sum(dim=1)
-    return draw_tokens(rate, torch.rand(len(rate), generator=generator)), now + wait
+    wait = torch.empty(len(rate), device=rate.device).exponential_(generator=generator) / rate.sum(dim=1)
+    return draw_tokens(rate, torch.rand(len(rate), generator=generator, device=rate.device)), now + wait
 
 
 def draw_tokens(rate: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
@@ -79,18 +82,22 @@ class _Context:
     """The rows' token windows (each `block` wide), the model's key/value cache and next-event rates."""
 
     def __init__(self, model: TimelineGPT, tokens: torch.Tensor, ages: torch.Tensor, last: torch.Tensor):
-        n, self.model, self.block = len(last), model, model.cfg.block_size
-        self.tokens = torch.full((n, self.block), PAD_ID, dtype=torch.long)
-        self.ages = torch.zeros((n, self.block))
+        n, self.model, self.block, self.device = len(last), model, model.cfg.block_size, last.device
+        self.tokens = torch.full((n, self.block), PAD_ID, dtype=torch.long, device=self.device)
+        self.ages = torch.zeros((n, self.block), device=self.device)
         width = min(tokens.shape[1], self.block)
         self.tokens[:, :width], self.ages[:, :width] = tokens[:, :width], ages[:, :width]
-        self.rows, self.alive, self.last = torch.arange(n), torch.ones(n, dtype=torch.bool), last.clone()
+        self.rows = torch.arange(n, device=self.device)
+        self.alive, self.last = torch.ones(n, dtype=torch.bool, device=self.device), last.clone()
         self.cache = [(torch.zeros(0), torch.zeros(0))] * model.cfg.n_layer
-        self.rate = torch.empty(n, model.cfg.vocab_size)
-        self._prefill(torch.ones(n, dtype=torch.bool))
+        self.rate = torch.empty(n, model.cfg.vocab_size, device=self.device)
+        self._prefill(torch.ones(n, dtype=torch.bool, device=self.device))
 
     def age_at_last(self) -> torch.Tensor:
-        return self.ages[torch.arange(len(self.last)), self.last]
+        return self.ages[self._index(), self.last]
+
+    def _index(self) -> torch.Tensor:
+        return torch.arange(len(self.last), device=self.device)
 
     def advance(self, token: torch.Tensor, age: torch.Tensor) -> None:
         """Append each row's `token` at `age` (finished rows' appends are never read)."""
@@ -105,7 +112,7 @@ class _Context:
             self._cut(row)
         self.last += 1
         self._fit_cache(int(self.last.max()) + 1)
-        index = torch.arange(len(self.last))
+        index = self._index()
         self.tokens[index, self.last], self.ages[index, self.last] = token, age.to(self.ages.dtype)
         self.rate = self.model.step(token, self.ages[index, self.last], self.last, self.cache).exp()
         if full.any():
@@ -129,12 +136,12 @@ class _Context:
         c = self.model.cfg
         grown = min(self.block, max(width, 2 * held, 16))
         shape = (len(self.last), c.n_head, grown - held, c.n_embd // c.n_head)
-        self.cache = [tuple(torch.cat([x, torch.zeros(shape)], dim=2) if held else torch.zeros(shape) for x in kv)
-                      for kv in self.cache]
+        more = lambda: torch.zeros(shape, device=self.device)  # noqa: E731
+        self.cache = [tuple(torch.cat([x, more()], dim=2) if held else more() for x in kv) for kv in self.cache]
 
     def _cut(self, row: torch.Tensor) -> None:
         free = min(FREE_AFTER_CUT, self.block // 4)
-        keep = torch.from_numpy(window(self.tokens[row].numpy(), self.block, self.block - free)[0])
+        keep = torch.from_numpy(window(self.tokens[row].cpu().numpy(), self.block, self.block - free)[0]).to(self.device)
         for x, empty in ((self.tokens, PAD_ID), (self.ages, 0.0)):
             x[row] = torch.cat([x[row, keep], x.new_full((self.block - len(keep),), empty)])
         self.last[row] = len(keep) - 1

@@ -14,17 +14,18 @@ MICROSECONDS_PER_DAY = 86_400 * 10**6
 
 
 class Decoder:
-    """Token id -> code, and the value range of a quantile-bin token ("LOINC/x//Q3")."""
+    """Token id -> code (id `birth` is MEDS_BIRTH), and the value range of a quantile-bin token ("LOINC/x//Q3")."""
 
     def __init__(self, tokenizer: Tokenizer):
-        self.code = np.empty(len(tokenizer), dtype=object)
+        codes, self.birth = [], len(tokenizer)
         self.low, self.high = np.full(len(tokenizer), np.nan), np.full(len(tokenizer), np.nan)
         for i, token in enumerate(tokenizer.vocabulary):
             code, _, bin_name = token.partition("//Q")
-            self.code[i] = code
+            codes.append(code)
             edges = tokenizer.bin_edges.get(code)
             if bin_name.isdigit() and edges:
                 self.low[i], self.high[i] = _bin_range(edges, int(bin_name))
+        self.codes = pa.array([*codes, BIRTH_CODE], pa.string())
 
     def values(self, token: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """A value uniform within each token's bin; NaN for tokens without one."""
@@ -47,11 +48,11 @@ def events_table(people: People, sampled: Sampled, ids: np.ndarray, decoder: Dec
     person = np.concatenate([np.arange(n), sampled.person])
     days = np.concatenate([people.birth_day.astype(np.float64),
                            people.birth_day[sampled.person] + sampled.age * DAYS_PER_YEAR])
-    codes = np.concatenate([np.full(n, BIRTH_CODE, dtype=object), decoder.code[sampled.token]])
+    token = np.concatenate([np.full(n, decoder.birth), sampled.token])
     values = np.concatenate([np.full(n, np.nan), decoder.values(sampled.token, rng)])
     order = np.argsort(person, kind="stable")  # births first, then each person's events in age order
     time = np.round(days[order] * MICROSECONDS_PER_DAY).astype("int64").astype("datetime64[us]")
-    return pa.table({"subject_id": ids[person[order]], "time": time, "code": codes[order].tolist(),
+    return pa.table({"subject_id": ids[person[order]], "time": time, "code": decoder.codes.take(token[order]),
                      "numeric_value": pa.array(values[order], pa.float32(), from_pandas=True)},
                     schema=EVENT_SCHEMA)
 
