@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 from farr.cli import app
 from farr.forecast.predict import forecast
 from farr.model.train import TrainConfig, train
-from farr.population.backtest import MIN_CASES, Z90, corrected, model_error
+from farr.population.backtest import MIN_CASES, Z90, corrected, drift, model_error
 from farr.population.groups import AGE_BANDS, GROUPINGS, age_band, parse_groupings
 from farr.population.inequality import ridits, slope_indices
 from farr.population.rates import bootstrap_totals
@@ -106,6 +106,19 @@ def test_groups_that_erred_apart_keep_most_of_their_own_correction_and_a_wider_i
         assert got[group][0] == pytest.approx(truth, rel=0.05)
         assert got[group][1] > got["all"][1]
     assert MIN_CASES > 5 and got["g4"][0] == pytest.approx(got["all"][0])  # too few cases for its own
+
+
+def test_drift_is_how_far_errors_moved_beyond_noise_and_it_widens_every_interval():
+    recent, steady = _backtest([2000, 1000, 500], [1000] * 3), _backtest([2000, 1000, 500], [1000] * 3)
+    moved = _backtest([1000, 1000, 1000], [1000] * 3)  # the older backtest found no error at all
+    assert drift(recent, steady)["drift"].item() == 0.0  # identical errors: the noise alone, clipped at 0
+    expected = np.mean([np.log(2000.5 / 1000.5) ** 2, 0.0, np.log(1000.5 / 500.5) ** 2, np.log(3500.5 / 3000.5) ** 2])
+    noise = np.mean([1 / 2000.5 + 1 / 1000.5, 2 / 1000.5, 1 / 500.5 + 1 / 1000.5, 1 / 3500.5 + 1 / 3000.5])
+    assert drift(recent, moved)["drift"].item() == pytest.approx(expected - noise, rel=1e-6)
+    without, overall = model_error(recent)
+    within, wider = model_error(recent, drift(recent, moved))
+    assert (within["error_variance"] - without["error_variance"]).to_numpy() == pytest.approx(expected - noise)
+    assert wider["tau2"].item() == pytest.approx(overall["tau2"].item() + expected - noise)
 
 
 def test_corrections_scale_rates_and_widen_both_intervals():

@@ -9,8 +9,11 @@ large); the spread of the groups' log(O/E) beyond its Poisson noise is the model
 variance τ² (a DerSimonian–Laird moment estimate). Each group's own log(O/E), shrunk towards
 the overall one by τ² / (τ² + 1/O), corrects it further (empirical Bayes). The variance left,
 τ²·(1/O) / (τ² + 1/O), plus the overall ratio's own Poisson variance, widens its intervals.
-This assumes the model errs for a group as it did one horizon earlier; on simulated data the
-oracle check tests exactly that.
+
+The correction is one horizon old by the landmark. Where the data reach back two horizons, a
+second backtest measures how far the groups' log(O/E) moved in one horizon beyond their Poisson
+noise, the drift δ²; it widens every interval too, as the error's likely move since the first
+backtest. On simulated data the oracle check tests both steps.
 """
 
 from __future__ import annotations
@@ -23,15 +26,12 @@ Z90 = 1.6449  # a two-sided 90% normal interval
 MIN_CASES = 10  # fewer observed cases in a group's backtest: it gets only its outcome's correction
 
 
-def model_error(backtest: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+def model_error(backtest: pl.DataFrame, drift: pl.DataFrame | None = None) -> tuple[pl.DataFrame, pl.DataFrame]:
     """From a backtest's observed_cases and model_cases_followed per group, outcome and horizon:
     each group's `log_correction` and `error_variance` (log-rate scale), and each outcome and
-    horizon's overall log(O/E) `mu` and error variance `tau2`."""
-    cells = (backtest.filter(pl.col("model_cases_followed") > 0)
-             .with_columns(pl.col("observed_cases").cast(pl.Float64).fill_null(0.0).alias("o"),
-                           pl.col("model_cases_followed").alias("e"))
-             .with_columns(((pl.col("o") + 0.5) / (pl.col("e") + 0.5)).log().alias("y"),
-                           (1.0 / (pl.col("o") + 0.5)).alias("v")))
+    horizon's overall log(O/E) `mu` and error variance `tau2`; both variances include the
+    `drift` (from `drift`) where given."""
+    cells = _log_ratios(backtest)
     overall = cells.filter(pl.col("grouping") == "all").select(*CELL, pl.col("y").alias("mu"), pl.col("v").alias("v_mu"))
     groups = cells.filter(pl.col("grouping") != "all").join(overall, on=CELL)
     w = 1.0 / pl.col("v")
@@ -48,8 +48,35 @@ def model_error(backtest: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
     everyone = overall.select(pl.lit("all").alias("grouping"), pl.lit("all").alias("group"), *CELL,
                               pl.col("mu").alias("log_correction"), pl.col("v_mu").alias("error_variance"))
     outcome_wide = overall.join(tau2, on=CELL, how="left").with_columns(
-        (pl.col("tau2").fill_null(0.0) + pl.col("v_mu")).alias("tau2"))
-    return pl.concat([everyone, corrected.select(everyone.columns)]), outcome_wide.drop("v_mu")
+        (pl.col("tau2").fill_null(0.0) + pl.col("v_mu")).alias("tau2")).drop("v_mu")
+    error = pl.concat([everyone, corrected.select(everyone.columns)])
+    if drift is None:
+        return error, outcome_wide
+    return _plus_drift(error, "error_variance", drift), _plus_drift(outcome_wide, "tau2", drift)
+
+
+def drift(recent: pl.DataFrame, older: pl.DataFrame) -> pl.DataFrame:
+    """Per outcome and horizon, `drift` δ²: the mean over groups (with `MIN_CASES` in both) of the
+    squared move in log(O/E) between an `older` backtest and a `recent` one, less its Poisson
+    variance, and never below 0."""
+    both = (_log_ratios(recent).join(_log_ratios(older), on=KEYS, suffix="_older")
+            .filter((pl.col("o") >= MIN_CASES) & (pl.col("o_older") >= MIN_CASES)))
+    moved = (pl.col("y") - pl.col("y_older")) ** 2 - pl.col("v") - pl.col("v_older")
+    return both.group_by(CELL).agg(moved.mean().clip(lower_bound=0.0).alias("drift"))
+
+
+def _log_ratios(backtest: pl.DataFrame) -> pl.DataFrame:
+    """Each cell's observed `o`, expected `e`, log(O/E) `y` (half a case added to both) and its variance `v`."""
+    return (backtest.filter(pl.col("model_cases_followed") > 0)
+            .with_columns(pl.col("observed_cases").cast(pl.Float64).fill_null(0.0).alias("o"),
+                          pl.col("model_cases_followed").alias("e"))
+            .with_columns(((pl.col("o") + 0.5) / (pl.col("e") + 0.5)).log().alias("y"),
+                          (1.0 / (pl.col("o") + 0.5)).alias("v")))
+
+
+def _plus_drift(table: pl.DataFrame, variance: str, drift: pl.DataFrame) -> pl.DataFrame:
+    return (table.join(drift, on=CELL, how="left")
+            .with_columns((pl.col(variance) + pl.col("drift").fill_null(0.0)).alias(variance)).drop("drift"))
 
 
 def corrected(table: pl.DataFrame, error: pl.DataFrame, outcome_wide: pl.DataFrame) -> pl.DataFrame:

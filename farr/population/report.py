@@ -17,7 +17,8 @@ PANEL_COLUMNS = 4
 _BACKTEST = {True: "Backtest: the same forecast made one horizon before the landmark was checked against what "
                    "then happened; each rate is corrected by its group's observed/expected ratio then (shrunk "
                    "towards its outcome's overall ratio as far as that group's numbers are noisy), and both "
-                   "intervals are widened by the model error the backtest found.",
+                   "intervals are widened by the model error the backtest found, and by how far that error "
+                   "moved between two backtests a horizon apart where the data reach back that far.",
              False: "No backtest was asked for: the intervals leave out the model's own error."}
 _RISKS = {"analytic": "analytic risks (its rates read at the landmark and on each anniversary)",
           "rollout": "sampled futures (the share of futures with the outcome)"}

@@ -27,7 +27,7 @@ from farr.forecast.risk import model_risk, not_at_risk, rollout_risk
 from farr.model.card import data_window, read_card
 from farr.model.train import load_model
 from farr.privacy.sdc import resolve_profile
-from farr.population.backtest import corrected, model_error
+from farr.population.backtest import corrected, drift, model_error
 from farr.population.disclosure import release_inequality, release_planning, release_rates
 from farr.population.groups import GROUPINGS, group_index, group_labels
 from farr.population.inequality import IMD_ORDER, imd_positions, slope_indices
@@ -173,16 +173,25 @@ def landmark_risks(model, timelines, mark, outcomes, cfg: PopulationConfig) -> t
 
 def backtest(model, dataset, timelines, outcomes, at: str, cfg: PopulationConfig):
     """The model's error per group (`backtest.model_error`) from a landmark max(horizon) years
-    before `at`, or None (with a note) where the data do not reach back that far."""
+    before `at`, with its drift from a second one twice as far back where the data reach; None
+    (with a note) where they do not reach back one horizon."""
     years = float(np.ceil(max(cfg.horizons)))
-    earlier = landmark(timelines, landmark_ages(timelines, at) - years, outcomes)
-    if not len(earlier.people):
+    recent, older = (landmark(timelines, landmark_ages(timelines, at) - k * years, outcomes) for k in (1, 2))
+    if not len(recent.people):
         cfg.notes.append(f"no backtest: nobody in the data was registered {years:g} years before the landmark; "
                          "the rates are the model's own and the intervals leave out its error")
         return None
-    _, risk = landmark_risks(model, timelines, earlier, outcomes, cfg)
-    past = observed_table(landmark_groups(dataset, timelines, earlier, cfg), earlier, outcomes, list(cfg.horizons), risk)
-    return model_error(past)
+    past = _backtest_table(model, dataset, timelines, recent, outcomes, cfg)
+    if not len(older.people):
+        cfg.notes.append(f"no drift estimate: nobody in the data was registered {2 * years:g} years before the "
+                         "landmark; the intervals assume the model errs as it did one horizon earlier")
+        return model_error(past)
+    return model_error(past, drift(past, _backtest_table(model, dataset, timelines, older, outcomes, cfg)))
+
+
+def _backtest_table(model, dataset, timelines, mark, outcomes, cfg: PopulationConfig) -> pl.DataFrame:
+    _, risk = landmark_risks(model, timelines, mark, outcomes, cfg)
+    return observed_table(landmark_groups(dataset, timelines, mark, cfg), mark, outcomes, list(cfg.horizons), risk)
 
 
 def _factors(table: pl.DataFrame, grouping: str, groups: np.ndarray, outcomes: list[str], horizons: list[float]
