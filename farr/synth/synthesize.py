@@ -12,7 +12,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 from collections import deque
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -105,22 +105,27 @@ class ShardSampler:
 
 
 def _sampled_shards(spec: tuple[str, str, int], plan: list, workers: int):
-    """(shard, events, subjects) in shard order; at most two shards a worker wait to be written."""
+    """(shard, events, subjects) in shard order. The next shards are sampled while one is written:
+    in a thread beside this one (one worker), or in `workers` processes."""
     workers = min(workers, len(plan))
     if workers == 1:
-        sampler = ShardSampler(*spec)
-        with single_threaded():
-            yield from map(sampler, plan)
+        with single_threaded(), ThreadPoolExecutor(1) as thread:
+            yield from _ahead(thread, ShardSampler(*spec), plan, depth=1)
         return
     with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
                              initializer=_start_worker, initargs=spec) as pool:
-        pending: deque = deque()
-        for part in plan:
-            pending.append(pool.submit(_sample_in_worker, part))
-            if len(pending) > 2 * workers:
-                yield pending.popleft().result()
-        while pending:
+        yield from _ahead(pool, _sample_in_worker, plan, depth=2 * workers)
+
+
+def _ahead(executor: Executor, sample, plan: list, depth: int):
+    """`sample(part)` for each part in order, with up to `depth` parts waiting to be taken."""
+    pending: deque = deque()
+    for part in plan:
+        pending.append(executor.submit(sample, part))
+        if len(pending) > depth:
             yield pending.popleft().result()
+    while pending:
+        yield pending.popleft().result()
 
 
 _worker_sampler: ShardSampler | None = None
