@@ -17,9 +17,8 @@ import time
 from pathlib import Path
 
 from _measure import measured
-from _populations import simulated_once
+from _populations import simulated_once, trained_once
 
-from farr.model.train import TrainConfig, train
 from farr.synth import synthesize
 from farr.synth.report import synth_report
 
@@ -56,11 +55,8 @@ def main() -> None:
 
 
 def _trained(args) -> tuple[Path, Path]:
-    dataset, model = simulated_once(args.work / "population", args.patients, 7), args.work / f"model-{args.config}"
-    if not (model / "model.pt").exists():
-        train(dataset, model, TrainConfig(preset=args.config, max_steps=args.steps, eval_every=args.steps,
-                                          checkpoint_every=args.steps), progress=False)
-    return dataset, model
+    dataset = simulated_once(args.work / "population", args.patients, 7)
+    return dataset, trained_once(dataset, args.work / f"model-{args.config}", args.config, args.steps)
 
 
 if __name__ == "__main__":

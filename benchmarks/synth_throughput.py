@@ -19,9 +19,8 @@ import polars as pl
 import torch
 
 from _measure import measured
-from _populations import simulated_once
+from _populations import simulated_once, trained_once
 from farr.events.io import read_metadata, scan_events
-from farr.model.train import TrainConfig, train
 from farr.synth import synthesize
 from farr.synth.synthesize import resolve_device
 
@@ -54,15 +53,10 @@ def main() -> None:
 
 
 def _trained(args) -> list[Path]:
-    """One briefly trained model a preset (the GPU trains when there is one)."""
+    """One briefly trained model a preset."""
     dataset = simulated_once(args.work / "population", args.train_patients, 7)
-    models = []
-    for preset in args.configs.split(","):
-        models.append(args.work / f"model-{preset}")
-        if not (models[-1] / "model.pt").exists():
-            train(dataset, models[-1], TrainConfig(preset=preset, max_steps=args.steps, eval_every=args.steps,
-                                                   checkpoint_every=args.steps), progress=False)
-    return models
+    return [trained_once(dataset, args.work / f"model-{preset}", preset, args.steps)
+            for preset in args.configs.split(",")]
 
 
 if __name__ == "__main__":
