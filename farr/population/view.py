@@ -175,13 +175,14 @@ def backtest(model, dataset, timelines, outcomes, at: str, cfg: PopulationConfig
     """The model's error per group (`backtest.model_error`) from a landmark max(horizon) years
     before `at`, with its drift from a second one twice as far back where the data reach; None
     (with a note) where they do not reach back one horizon."""
-    years = float(np.ceil(max(cfg.horizons)))
-    recent, older = (landmark(timelines, landmark_ages(timelines, at) - k * years, outcomes) for k in (1, 2))
+    years, ages = float(np.ceil(max(cfg.horizons))), landmark_ages(timelines, at)
+    recent = landmark(timelines, ages - years, outcomes)
     if not len(recent.people):
         cfg.notes.append(f"no backtest: nobody in the data was registered {years:g} years before the landmark; "
                          "the rates are the model's own and the intervals leave out its error")
         return None
     past = _backtest_table(model, dataset, timelines, recent, outcomes, cfg)
+    older = landmark(timelines, ages - 2 * years, outcomes)
     if not len(older.people):
         cfg.notes.append(f"no drift estimate: nobody in the data was registered {2 * years:g} years before the "
                          "landmark; the intervals assume the model errs as it did one horizon earlier")
