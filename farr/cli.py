@@ -387,12 +387,12 @@ STRATEGY = typer.Option("fedavg", "--strategy", help="fedavg, fedavgm (server mo
 
 def _federation(rounds: int, local_steps: int, config: str, strategy: str, mu: float = 0.01,
                 dp_noise: float | None = None, dp_clip: float = 1.0, batch_size: int = 16, seed: int = 0,
-                momentum: float = 0.5):
+                momentum: float = 0.5, secure: bool = False):
     from farr.federated.client import LocalConfig
     from farr.federated.strategy import FederationConfig
 
     return FederationConfig(rounds=rounds, strategy=strategy, proximal_mu=mu, server_momentum=momentum,
-                            dp_noise_multiplier=dp_noise, dp_clipping_norm=dp_clip,
+                            dp_noise_multiplier=dp_noise, dp_clipping_norm=dp_clip, secure_aggregation=secure,
                             local=LocalConfig(preset=config, local_steps=local_steps, batch_size=batch_size, seed=seed))
 
 
@@ -411,7 +411,7 @@ def federate_command(
     local_steps: int = LOCAL_STEPS, config: str = CONFIG, batch_size: int = typer.Option(16, "--batch-size"),
     dp_noise: float = typer.Option(None, "--dp-noise", help="Central DP: Gaussian noise multiplier on site updates."),
     dp_clip: float = typer.Option(1.0, "--dp-clip", help="Central DP: L2 clipping norm of each site's update."),
-    secagg: bool = typer.Option(False, "--secagg", help="Secure aggregation (not available: see the error)."),
+    secagg: bool = typer.Option(False, "--secagg", help="Flower SecAgg+: the server sees only the sum of the sites' models."),
     processes: bool = typer.Option(False, "--processes", help="One process per site, talking to a server on loopback."),
     min_count: int = typer.Option(10, "--min-count", help="Vocabulary: codes each site shares only from this count."),
     seed: int = typer.Option(0, "--seed"),
@@ -421,12 +421,9 @@ def federate_command(
         return
     from farr.federated.federate import agree_vocabulary, check_sites, federate
 
-    if secagg:
-        raise ValueError("--secagg: Flower's SecAgg+ runs only in its ServerApp/SuperLink runtime, which flwr 1.41 "
-                         "cannot install beside farr's pins; use --dp-noise for protected updates")
     if out is None:
         raise ValueError("--out: name the model directory")
-    cfg = _federation(rounds, local_steps, config, strategy, mu, dp_noise, dp_clip, batch_size, seed, momentum)
+    cfg = _federation(rounds, local_steps, config, strategy, mu, dp_noise, dp_clip, batch_size, seed, momentum, secagg)
     checked = check_sites(_sites(sites))
     result = federate(checked, out, cfg, processes=processes, tokenizer=agree_vocabulary(checked, min_count))
     for r in result["rounds"]:

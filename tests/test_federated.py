@@ -19,12 +19,13 @@ from farr.cli import app
 from farr.events.io import read_outcomes, scan_subjects, verify
 from farr.federated import ledger
 from farr.federated.client import LocalConfig, SiteClient, SiteTrainer
-from farr.federated.federate import federate, run_rounds
+from farr.federated.federate import federate, initial_parameters, run_rounds
 from farr.federated.revenue import read_terms, revenue, split_amount
+from farr.federated.secure import InProcessLink, SiteGrid, loopback_grid, run_secure_rounds, site_app
 from farr.federated.sites import assign_sites, split
 from farr.federated.strategy import FederationConfig, build_strategy
 from farr.federated.valuation import ValuationConfig, value_sites
-from farr.federated.vocabulary import agree, shared_counts
+from farr.federated.vocabulary import agree, shared_counts, vocabulary_sha256
 from farr.model.card import read_card
 from farr.model.tokenizer import Tokenizer
 from farr.model.train import load_model
@@ -146,11 +147,14 @@ class SendsBadUpdates(SiteClient):
         return updated, n, metrics
 
 
-def test_dropouts_and_bad_updates_are_recorded_and_training_continues(trainers, tokenizer):
+@pytest.mark.parametrize("secure", [False, True], ids=["plain", "secagg+"])
+def test_dropouts_and_bad_updates_are_recorded_and_training_continues(trainers, tokenizer, secure):
+    """Under secure aggregation the sites check their own updates, and SecAgg+ unmasks the lost site's share."""
     for t in trainers:
         t.reset()
     good, lost, bad = trainers
-    strategy = run_rounds([SiteClient(good), DropsOut(lost), SendsBadUpdates(bad)], tokenizer, FAST)
+    cfg = replace(FAST, secure_aggregation=secure)
+    strategy = run_rounds([SiteClient(good), DropsOut(lost), SendsBadUpdates(bad)], tokenizer, cfg)
     assert all(np.isfinite(p).all() for p in strategy.current)
     records = strategy.records
     assert records[good.name]["rounds"] == [1, 2]
@@ -158,6 +162,65 @@ def test_dropouts_and_bad_updates_are_recorded_and_training_continues(trainers, 
     reasons = [r["reason"] for r in records[bad.name]["rejected"]]
     assert records[bad.name]["rounds"] == [] and reasons[0].startswith("non-finite") and reasons[1].startswith("malformed")
     assert [r["aggregated"] for r in strategy.rounds] == [True, True]
+
+
+# -- secure aggregation (its dropouts and bad updates: above) ------------------------------------
+SECURE = replace(FAST, secure_aggregation=True)
+
+
+class Recording(SiteClient):
+    """A site that keeps the update it sent."""
+
+    def fit(self, parameters, config):
+        self.update, self.examples, metrics = super().fit(parameters, config)
+        return self.update, self.examples, metrics
+
+
+class Tapped(InProcessLink):
+    """A link that keeps every byte a site sends to the server."""
+
+    sent: list[bytes] = []
+
+    def recv_bytes(self):
+        self.sent.append(super().recv_bytes())
+        return self.sent[-1]
+
+
+def test_secure_aggregation_gives_the_weighted_average_and_never_shows_one_sites_update(trainers, tokenizer):
+    for t in trainers:
+        t.reset()
+    clients = [Recording(t) for t in trainers]
+    grid = SiteGrid({node: Tapped(site_app(client, clipped=False), node) for node, client in enumerate(clients, 1)})
+    cfg = replace(SECURE, rounds=1)
+    strategy = build_strategy(cfg, initial_parameters(tokenizer, cfg.local), vocabulary_sha256(tokenizer), len(clients))
+    run_secure_rounds(grid, strategy, cfg)
+    weights = [c.examples for c in clients]
+    expected = [np.average(np.stack(layer), axis=0, weights=weights) for layer in zip(*(c.update for c in clients))]
+    for got, want in zip(strategy.current, expected, strict=True):
+        np.testing.assert_allclose(got, want, atol=1e-6)
+    largest = max(range(len(expected)), key=lambda i: expected[i].size)
+    assert all(c.update[largest].tobytes() not in data for c in clients for data in Tapped.sent)
+    assert strategy.rounds[0]["mb_from_sites"] > strategy.rounds[0]["mb_to_sites"] > 0  # masked sums cost more
+
+
+def test_secure_aggregation_stops_a_round_it_cannot_unmask_and_logs_it(trainers, tokenizer):
+    for t in trainers[:2]:
+        t.reset()
+    strategy = run_rounds([SiteClient(trainers[0]), DropsOut(trainers[1])], tokenizer, SECURE)
+    assert [r["aggregated"] for r in strategy.rounds] == [True, False]
+    assert strategy.records[trainers[1].name]["dropouts"] == [2]
+    with pytest.raises(ValueError, match="--secagg: secure aggregation needs at least 2 sites, got 1"):
+        run_rounds([SiteClient(trainers[0])], tokenizer, SECURE)
+
+
+def test_secure_aggregation_with_differential_privacy_clips_at_the_sites(sites, tokenizer, tmp_path):
+    cfg = replace(SECURE, rounds=1, dp_noise_multiplier=0.5, dp_clipping_norm=0.5)
+    federate(sites[:2], tmp_path / "secdp", cfg, tokenizer=tokenizer)
+    privacy = read_card(tmp_path / "secdp")["privacy"]
+    assert privacy["secure_aggregation"].startswith("Flower SecAgg+") and privacy["differential_privacy"]
+    assert "each site clips its own update" in privacy["mechanism"]
+    assert ledger.read(tmp_path / "secdp")[0]["training"]["secure_aggregation"] is True
+    assert "aggregated securely (SecAgg+)" in ledger.describe(tmp_path / "secdp")
 
 
 def test_a_site_with_another_vocabulary_stops_training_with_a_clear_error(trainers, tokenizer, sites):
@@ -251,17 +314,27 @@ def test_cli_shows_the_ledger_and_refuses_bad_input(model, sites):
     runner = CliRunner()
     shown = runner.invoke(app, ["ledger", "show", str(model[0])])
     assert shown.exit_code == 0 and "hash chain intact" in shown.output and sites[0].name in shown.output
-    refused = runner.invoke(app, ["federate", "--sites", ",".join(map(str, sites)), "--out", "x", "--secagg"])
-    assert refused.exit_code == 2 and "SecAgg+" in refused.output
+    refused = runner.invoke(app, ["federate", "--sites", str(sites[0]), "--out", "x", "--secagg"])
+    assert refused.exit_code == 2 and "secure aggregation needs at least 2 sites" in refused.output
     missing = runner.invoke(app, ["federate", "--out", "x"])
     assert missing.exit_code == 2 and "--sites" in missing.output
 
 
 @pytest.mark.slow
-def test_sites_as_separate_processes_on_loopback(sites, tokenizer, tmp_path):
-    result = federate(sites[:2], tmp_path / "loop", replace(FAST, rounds=1), processes=True, tokenizer=tokenizer)
+@pytest.mark.parametrize("secure", [False, True], ids=["flower-grpc", "secagg+"])
+def test_sites_as_separate_processes_on_loopback(sites, tokenizer, tmp_path, secure):
+    cfg = replace(FAST, rounds=1, secure_aggregation=secure)
+    result = federate(sites[:2], tmp_path / "loop", cfg, processes=True, tokenizer=tokenizer)
     assert result["rounds"][0]["aggregated"] and sorted(result["rounds"][0]["sites"]) == sorted(s.name for s in sites[:2])
     assert ledger.read(tmp_path / "loop")[0]["sites"][0]["rounds_participated"] == [1]
+
+
+@pytest.mark.slow
+def test_a_site_process_that_cannot_start_is_a_clear_error(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(RuntimeError, match="site empty: its process exited before connecting: .*not a farr tokenizer"):
+        with loopback_grid([tmp_path / "empty"], ["--tokenizer", str(tmp_path / "none.json"), "--local", "{}"], 60):
+            pass
 
 
 @pytest.mark.slow

@@ -36,7 +36,8 @@ class LocalConfig:
 
 
 def get_parameters(model: torch.nn.Module) -> list[np.ndarray]:
-    return [p.detach().cpu().numpy().copy() for p in model.parameters()]
+    """At least 1-d: Flower's SecAgg+ mis-sums 0-d arrays."""
+    return [np.atleast_1d(p.detach().cpu().numpy()).copy() for p in model.parameters()]
 
 
 def set_parameters(model: torch.nn.Module, parameters: list[np.ndarray]) -> None:
@@ -110,6 +111,9 @@ class SiteClient(NumPyClient):
 
     def __init__(self, trainer: SiteTrainer):
         self.trainer = trainer
+
+    def get_properties(self, config):
+        return self.trainer.identity()
 
     def get_parameters(self, config):
         return get_parameters(self.trainer.model)

@@ -20,7 +20,7 @@ import numpy as np
 from farr.events.io import scan_subjects
 from farr.federated.client import SiteClient, SiteTrainer, set_parameters
 from farr.federated.federate import agree_vocabulary, check_sites, quiet_flower, run_rounds
-from farr.federated.strategy import FederationConfig
+from farr.federated.strategy import FederationConfig, GuardedStrategy
 from farr.forecast.evaluate import EvaluationConfig, evaluate
 from farr.model.tokenizer import Tokenizer
 from farr.model.train import TOKENIZER, build_model, save_model
@@ -38,9 +38,9 @@ def minority_share(site: Path) -> float:
 
 def train_models(sites: list[Path], pooled: Path, tokenizer: Tokenizer, cfg: FederationConfig, out: Path,
                  *, each_site_alone: bool = True,
-                 federated: FederationConfig | None = None) -> dict[str, tuple[Path, list[np.ndarray]]]:
+                 federated: FederationConfig | None = None) -> dict[str, tuple[Path, GuardedStrategy]]:
     """Train the pooled, federated (with `federated` settings if given) and site-alone models into
-    out/models/<name>; returns (directory, parameters) of each."""
+    out/models/<name>; returns the directory and the finished strategy (parameters, round log) of each."""
     alone = replace(cfg, local=replace(cfg.local, local_steps=cfg.local.local_steps * len(sites)))
     plans = {"pooled": ([pooled], alone), "federated": (sites, federated or cfg)}
     plans |= {f"alone:{site.name}": ([site], alone) for site in sites} if each_site_alone else {}
@@ -53,7 +53,7 @@ def train_models(sites: list[Path], pooled: Path, tokenizer: Tokenizer, cfg: Fed
         directory.mkdir(parents=True, exist_ok=True)
         save_model(directory, model)
         tokenizer.save(directory / TOKENIZER)
-        models[name] = directory, strategy.current
+        models[name] = directory, strategy
     return models
 
 
@@ -70,7 +70,7 @@ def compare(sites: list[str | Path], pooled: str | Path, out: str | Path, cfg: F
     scores = {name: {site.name: evaluate(directory, site, replace(evaluation, notes=[]))["summary"].get(key)
                      for site in sites} for name, (directory, _) in models.items()}
     judges = [SiteTrainer(site, tokenizer, cfg.local) for site in sites]
-    nll = {name: {j.name: j.validation_loss(parameters) for j in judges} for name, (_, parameters) in models.items()}
+    nll = {name: {j.name: j.validation_loss(strategy.current) for j in judges} for name, (_, strategy) in models.items()}
     minority = {site.name: minority_share(site) for site in sites}
     result = {"horizon_years": horizon, "metric": f"macro AUROC at {horizon:g} years on each site's held-out people",
               "auroc": scores, "mean_auroc": {n: _mean(s.values()) for n, s in scores.items()},

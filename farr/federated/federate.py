@@ -3,7 +3,8 @@ and a ledger entry.
 
 Two ways to run the same strategy: in one process (Flower's own `Server` with an in-process
 client proxy per site; quick, for tests and benchmarks) or as one operating-system process per
-site talking to a Flower server on loopback (`processes=True`), as real sites would.
+site talking to a Flower server on loopback (`processes=True`), as real sites would. With secure
+aggregation, both run Flower's SecAgg+ workflow over `farr.federated.secure`'s grid instead.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ from flwr.server.client_proxy import ClientProxy
 
 from farr.federated import ledger
 from farr.federated.client import LocalConfig, SiteClient, SiteTrainer, get_parameters, set_parameters
+from farr.federated.secure import in_process_grid, loopback_grid, run_secure_rounds
+from farr.federated.site_process import stop
 from farr.federated.strategy import FederationConfig, GuardedStrategy, build_strategy
 from farr.federated.vocabulary import agree, shared_counts, vocabulary_sha256
 from farr.model.card import CARD, write_card
@@ -85,6 +88,7 @@ def federate(sites: list[str | Path], out: str | Path, cfg: FederationConfig, *,
     save_model(out, model)
     tokenizer.save(out / TOKENIZER)
     training = {"federated": True, "strategy": cfg.strategy, "rounds": cfg.rounds, "sites": len(sites),
+                "secure_aggregation": cfg.secure_aggregation,
                 "local": asdict(cfg.local)} | {"fedprox": {"proximal_mu": cfg.proximal_mu},
                                                "fedavgm": {"server_momentum": cfg.server_momentum}}.get(cfg.strategy, {})
     _write_federated_card(out, sites, tokenizer, training, cfg.privacy())
@@ -127,8 +131,10 @@ def _in_process(sites: list[Path], tokenizer: Tokenizer, cfg: FederationConfig) 
 
 
 def run_rounds(clients: list[SiteClient], tokenizer: Tokenizer, cfg: FederationConfig) -> GuardedStrategy:
-    """Flower's server loop over in-process site clients."""
+    """Flower's server loop (or its SecAgg+ workflow) over in-process site clients."""
     strategy = build_strategy(cfg, initial_parameters(tokenizer, cfg.local), vocabulary_sha256(tokenizer), len(clients))
+    if cfg.secure_aggregation:
+        return run_secure_rounds(in_process_grid(clients, cfg.clipped_at_sites), strategy, cfg)
     manager = SimpleClientManager()
     for i, client in enumerate(clients):
         manager.register(InProcessSite(str(i), client))
@@ -139,27 +145,23 @@ def run_rounds(clients: list[SiteClient], tokenizer: Tokenizer, cfg: FederationC
 # -- one process per site, on loopback ----------------------------------------------------------
 def _on_loopback(sites: list[Path], tokenizer: Tokenizer, cfg: FederationConfig) -> GuardedStrategy:
     strategy = build_strategy(cfg, initial_parameters(tokenizer, cfg.local), vocabulary_sha256(tokenizer), len(sites))
-    address = f"127.0.0.1:{_free_port()}"
     with tempfile.TemporaryDirectory() as work:
         tokenizer.save(Path(work) / TOKENIZER)
-        workers = [subprocess.Popen([sys.executable, "-m", "farr.federated.site_process", "--site", str(site),
-                                     "--tokenizer", str(Path(work) / TOKENIZER), "--server", address,
-                                     "--local", json.dumps(asdict(cfg.local))],
-                                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for site in sites]
+        command = ["--tokenizer", str(Path(work) / TOKENIZER), "--local", json.dumps(asdict(cfg.local))]
+        if cfg.secure_aggregation:
+            with loopback_grid(sites, command + (["--clipped"] if cfg.clipped_at_sites else []),
+                               cfg.connect_timeout_s) as grid:
+                return run_secure_rounds(grid, strategy, cfg)
+        address = f"127.0.0.1:{_free_port()}"
+        workers = [subprocess.Popen([sys.executable, "-m", "farr.federated.site_process", *command, "--site", str(site),
+                                     "--server", address], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                   for site in sites]
         try:
             start_server(server_address=address, config=ServerConfig(num_rounds=cfg.rounds), strategy=strategy)
         finally:
             for worker in workers:
-                _stop(worker)
+                stop(worker)
     return strategy
-
-
-def _stop(worker: subprocess.Popen) -> None:
-    try:
-        worker.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        worker.kill()
-        worker.wait()
 
 
 def _free_port() -> int:

@@ -110,6 +110,7 @@ def describe(model_dir: str | Path) -> str:
         if e["kind"] == "training":
             t = e["training"]
             lines.append(f"  {t['strategy']}, {t['rounds']} rounds, {e['rounds_aggregated']} aggregated"
+                         + (" securely (SecAgg+)" if t.get("secure_aggregation") else "")
                          + (f", skipped {e['rounds_skipped']}" if e["rounds_skipped"] else ""))
             for s in e["sites"]:
                 lines.append(f"  - {s['site']}: dataset {(s['manifest_sha256'] or 'unknown')[:16]}…, "

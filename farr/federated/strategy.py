@@ -2,7 +2,8 @@
 by site size), optionally inside Flower's central differential-privacy wrapper, inside a guard
 that checks every update first.
 
-The guard rejects a malformed or non-finite update (and records it), records sites that drop
+The guard rejects a malformed or non-finite update (and records it; under secure aggregation
+the site checks its own and sends the reason instead), records sites that drop
 out of a round, stops with a clear error when a site trains with another vocabulary, and keeps
 the per-round log (sites, bytes each way) that the ledger and the report are written from.
 """
@@ -14,8 +15,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from flwr.common import Parameters, ndarrays_to_parameters, parameters_to_ndarrays
-from flwr.server.strategy import (DifferentialPrivacyServerSideFixedClipping, FedAvg, FedAvgM, FedProx,
-                                  Strategy)
+from flwr.server.strategy import (DifferentialPrivacyClientSideFixedClipping,
+                                  DifferentialPrivacyServerSideFixedClipping, FedAvg, FedAvgM, FedProx, Strategy)
 
 from farr.federated.client import LocalConfig
 
@@ -30,6 +31,7 @@ class FederationConfig:
     server_momentum: float = 0.5  # fedavgm: the server keeps this share of last round's step
     dp_noise_multiplier: float | None = None  # None: no differential privacy
     dp_clipping_norm: float = 1.0
+    secure_aggregation: bool = False  # Flower SecAgg+: the server sees only the sum of the sites' models
     connect_timeout_s: float = 120.0
     local: LocalConfig = field(default_factory=LocalConfig)
 
@@ -43,13 +45,23 @@ class FederationConfig:
     def total_steps(self) -> int:
         return self.rounds * self.local.local_steps
 
+    @property
+    def clipped_at_sites(self) -> bool:
+        """Under secure aggregation the server never holds one site's update, so the sites clip their own."""
+        return self.secure_aggregation and self.dp_noise_multiplier is not None
+
     def privacy(self) -> dict:
+        secure = {"secure_aggregation": "Flower SecAgg+ (the server learns only the weighted sum of the sites' "
+                  "models)" if self.secure_aggregation else False}
         if self.dp_noise_multiplier is None:
-            return {"differential_privacy": False}
-        return {"differential_privacy": True, "mechanism": "central DP on site updates (Flower "
-                "DifferentialPrivacyServerSideFixedClipping: each update clipped to L2 norm C, Gaussian noise "
-                "of std noise_multiplier*C/sites on the average)", "noise_multiplier": self.dp_noise_multiplier,
-                "clipping_norm": self.dp_clipping_norm, "rounds": self.rounds}
+            return secure | {"differential_privacy": False}
+        where = "each site clips its own update (fixedclipping_mod)" if self.clipped_at_sites else \
+            "the server clips each site's update"
+        return secure | {"differential_privacy": True, "mechanism": f"central DP on site updates: {where} to L2 norm "
+                         "C; Gaussian noise of std noise_multiplier*C/sites on the average (Flower "
+                         f"DifferentialPrivacy{'Client' if self.clipped_at_sites else 'Server'}SideFixedClipping)",
+                         "noise_multiplier": self.dp_noise_multiplier, "clipping_norm": self.dp_clipping_norm,
+                         "rounds": self.rounds}
 
 
 def build_strategy(cfg: FederationConfig, initial: list[np.ndarray], vocabulary_sha256: str, sites: int) -> GuardedStrategy:
@@ -64,7 +76,9 @@ def build_strategy(cfg: FederationConfig, initial: list[np.ndarray], vocabulary_
                                    **common),
         "fedprox": lambda: FedProx(proximal_mu=cfg.proximal_mu, **common)}[cfg.strategy]()
     if cfg.dp_noise_multiplier is not None:
-        inner = DifferentialPrivacyServerSideFixedClipping(inner, cfg.dp_noise_multiplier, cfg.dp_clipping_norm, sites)
+        clipping = (DifferentialPrivacyClientSideFixedClipping if cfg.clipped_at_sites
+                    else DifferentialPrivacyServerSideFixedClipping)
+        inner = clipping(inner, cfg.dp_noise_multiplier, cfg.dp_clipping_norm, sites)
     return GuardedStrategy(inner, initial, vocabulary_sha256, sites, cfg.connect_timeout_s)
 
 
@@ -96,6 +110,7 @@ class GuardedStrategy(Strategy):
         return f"GuardedStrategy({self.inner!r})"
 
     def initialize_parameters(self, client_manager):
+        client_manager.num_available()  # a Flower Grid's client manager registers its nodes when asked
         if not client_manager.wait_for(self.sites, timeout=self.connect_timeout_s):
             raise TimeoutError(f"only {client_manager.num_available()} of {self.sites} sites connected "
                                f"within {self.connect_timeout_s:g} s")
@@ -111,7 +126,7 @@ class GuardedStrategy(Strategy):
         accepted, rejected = [], []
         for proxy, res in results:
             name = self._identify(proxy.cid, res.metrics)
-            reason = update_problem(parameters_to_ndarrays(res.parameters), self.current)
+            reason = res.metrics.get("withheld") or update_problem(parameters_to_ndarrays(res.parameters), self.current)
             if reason:
                 self.records[name]["rejected"].append({"round": server_round, "reason": reason})
                 rejected.append(name)
@@ -121,14 +136,23 @@ class GuardedStrategy(Strategy):
         returned = {proxy.cid for proxy, _ in results}
         dropped = [self._dropout(cid, server_round) for cid in self._sampled if cid not in returned]
         aggregated = self.inner.aggregate_fit(server_round, accepted, []) if accepted else (None, {})
-        if aggregated[0] is not None:
-            self.current = parameters_to_ndarrays(aggregated[0])
+        if aggregated[0] is not None:  # in the model's dtypes (SecAgg+ returns float64)
+            self.current = [a.astype(c.dtype) for a, c in zip(parameters_to_ndarrays(aggregated[0]), self.current)]
+            aggregated = (ndarrays_to_parameters(self.current), aggregated[1])
         self.rounds.append({"round": server_round, "aggregated": aggregated[0] is not None,
                             "sites": [self.site_of[p.cid] for p, _ in accepted], "dropouts": dropped,
                             "rejected": rejected, "seconds": round(time.perf_counter() - self._started, 2),
                             "mb_to_sites": round(len(self._sampled) * _megabytes(ndarrays_to_parameters(self.current)), 3),
                             "mb_from_sites": round(sum(_megabytes(res.parameters) for _, res in results), 3)})
         return aggregated
+
+    def halted(self, server_round: int, failed: list[str]) -> None:
+        """Log a round that never reached aggregation (secure aggregation stopped), and who failed in it."""
+        self.rounds.append({"round": server_round, "aggregated": False, "sites": [],
+                            "dropouts": [self._dropout(cid, server_round) for cid in failed], "rejected": [],
+                            "seconds": round(time.perf_counter() - self._started, 2), "mb_to_sites": 0.0,
+                            "mb_from_sites": 0.0})
+        self.rounds.sort(key=lambda entry: entry["round"])
 
     def _identify(self, cid: str, metrics: dict) -> str:
         name = str(metrics.get("site", f"node-{cid}"))
