@@ -5,6 +5,7 @@ import pyarrow as pa
 import pytest
 
 from farr.simulate.calendar import DAYS_PER_YEAR
+from farr.simulate.codes import DIAGNOSES
 from farr.simulate.engine import simulate
 from farr.simulate.hazards import build_model, static_log_hazard
 from farr.simulate.oracle import Oracle
@@ -130,3 +131,31 @@ def test_people_past_the_oldest_tabulated_age_are_simulated_to_the_end():
         signal.alarm(0)
     dead = ~np.isnan(h.onset[:, model.death])
     assert np.all(dead | (h.end_age == 112.5)) and dead.any()
+
+
+def test_recorded_risk_in_old_age_counts_no_code_after_death():
+    """A diagnosis is coded some time after onset, and only while the record lasts: at 80, many
+    who develop dementia or heart failure die before it is coded. The oracle's recorded risk must
+    match the observation layer's rule (a code at onset + delay, kept if before death)."""
+    model, rng = build_model(), np.random.default_rng(5)
+    n, landmark, horizon = 40_000, 80.0, 5.0
+    male, ethnicity = rng.random(n) < 0.5, rng.integers(0, 5, n).astype(np.int8)
+    imd, frailty, birth_year = rng.integers(1, 6, n).astype(np.int8), rng.standard_normal(n), 1930 + rng.random(n) * 5
+    lp = static_log_hazard(model, male, ethnicity, imd, frailty)
+    h = simulate(model, lp, birth_year, np.zeros(n), np.full(n, landmark + horizon), rng,
+                 window=(np.full(n, landmark), np.full(n, landmark + horizon)))
+    died = np.where(np.isnan(h.onset[:, model.death]), np.inf, h.onset[:, model.death])
+    truth = pa.table({"male": male, "ethnicity": ethnicity, "imd_quintile": imd, "frailty": frailty,
+                      "birth_year": birth_year} | {f"onset_{name}": h.onset[:, k] for k, name in
+                                                   enumerate(model.names) if not model.recurrent[k]})
+    for name in ("dementia", "heart_failure"):
+        rec, onset = DIAGNOSES[name], h.onset[:, model.index(name)]
+        delay = rng.standard_exponential(n) * rec.delay_years
+        kept = (rng.random(n) < rec.recorded) & (onset + delay <= died)
+        coded = np.where(kept, onset + np.where(rng.random(n) < rec.hospital, 0.0, delay), np.inf)
+        at_risk = np.flatnonzero((died > landmark) & ~(coded <= landmark))
+        observed = coded[at_risk] <= landmark + horizon
+        risks = Oracle(model).risk(truth.take(at_risk), landmark, [horizon], draws=20, seed=2, recorded=True)
+        p = risks.probability[:, risks.outcomes.index(name), 0]
+        se = np.sqrt(np.mean(p * (1 - p)) / len(p))
+        assert abs(observed.mean() - p.mean()) < 4 * se + 0.002, name

@@ -143,7 +143,8 @@ class Oracle:
         recurrent_first = np.full_like(first, np.inf)
         np.minimum.at(recurrent_first, (h.recurrent_person, h.recurrent_process), h.recurrent_age)
         if recorded:
-            first, admitted = self._when_coded(first, history[person], start, rng)
+            died = np.where(np.isnan(h.onset[:, m.death]), np.inf, h.onset[:, m.death])
+            first, admitted = self._when_coded(first, history[person], start, died, rng)
             k = m.index("unplanned_admission")  # a hospital diagnosis is coded with an admission
             recurrent_first[:, k] = np.minimum(recurrent_first[:, k], admitted)
         first = np.where(m.recurrent, recurrent_first, first)[:, self._outcomes]
@@ -154,10 +155,12 @@ class Oracle:
         dead = history[:, m.death] <= age
         return np.where(had[:, :, None] | dead[:, None, None], np.nan, p)
 
-    def _when_coded(self, onset: np.ndarray, before: np.ndarray, now: np.ndarray, rng):
+    def _when_coded(self, onset: np.ndarray, before: np.ndarray, now: np.ndarray, died: np.ndarray, rng):
         """Age at which each disease is first coded, from new onsets (`onset`) and from onsets
         before `now` that are not coded yet (`before`), by the observation layer's model; and
-        the first emergency admission that diagnoses a new onset."""
+        the first emergency admission that diagnoses a new onset. As in that layer, a case is
+        recorded only if its primary-care code would come before the record ends (at death,
+        `died`): many who fall ill near the end of life are never coded."""
         coded = onset.copy()
         admitted = np.full(len(now), np.inf)
         for name, rec in DIAGNOSES.items():
@@ -166,6 +169,7 @@ class Oracle:
             delay = rng.standard_exponential(n) * rec.delay_years
             in_hospital = rng.random(n) < rec.hospital
             kept = rng.random(n) < rec.recorded
+            kept &= onset[:, k] + delay <= died
             new = np.where(kept, onset[:, k] + np.where(in_hospital, 0.0, delay), np.inf)
             admitted = np.fmin(admitted, np.where(kept & in_hospital, onset[:, k], np.inf))
             # Not coded by now, P(ever) = q(1-h)e^(-s/d) / (1 - q(h + (1-h)(1 - e^(-s/d)))); the rest of
@@ -173,6 +177,7 @@ class Oracle:
             waiting = np.exp(-(now - before[:, k]) / max(rec.delay_years, 1e-12))
             q, hosp = rec.recorded, rec.hospital
             later = q * (1 - hosp) * waiting / (1 - q * (hosp + (1 - hosp) * (1 - waiting)))
-            old = np.where(~np.isnan(before[:, k]) & (rng.random(n) < later), now + delay, np.inf)
+            coded_later = ~np.isnan(before[:, k]) & (rng.random(n) < later) & (now + delay <= died)
+            old = np.where(coded_later, now + delay, np.inf)
             coded[:, k] = np.fmin(np.where(np.isnan(new), np.inf, new), old)
         return coded, admitted
