@@ -244,7 +244,21 @@ def test_without_data_one_horizon_back_there_is_no_backtest_and_a_note_says_so(s
     result = population_view(model, dataset, PopulationConfig(at="2001-06-01", horizons=(5.0,), samples=0,
                                                               groupings=("sex",), **SMALL))
     assert "model_rate_per_100k" not in result["group_rates"].columns
-    assert any(note.startswith("no backtest") for note in result["config"]["notes"])
+    assert any(note.startswith("no backtest of the 5-year horizon") for note in result["config"]["notes"])
+
+
+def test_each_horizon_is_backtested_from_the_latest_landmark_its_follow_up_allows(small):
+    """Data from 2000 reach one year back from mid-2001, not five: the 1-year rates are corrected
+    by a backtest a year earlier, and the 5-year rates stay the model's own, with a note."""
+    model, dataset = small
+    result = population_view(model, dataset, PopulationConfig(at="2001-06-01", horizons=(1.0, 5.0), samples=0,
+                                                              groupings=("sex",), **SMALL))
+    rates = result["group_rates"].drop_nulls("rate_per_100k")
+    moved = rates.filter(pl.col("rate_per_100k") != pl.col("model_rate_per_100k"))
+    assert set(moved["horizon_years"]) == {1.0}
+    notes = result["config"]["notes"]
+    assert any(n.startswith("no backtest of the 5-year horizon") for n in notes)
+    assert not any("1-year horizon: nobody" in n and n.startswith("no backtest") for n in notes)
 
 
 def test_the_command_writes_report_tables_and_planning(small, tmp_path):

@@ -13,7 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -172,20 +172,36 @@ def landmark_risks(model, timelines, mark, outcomes, cfg: PopulationConfig) -> t
 
 
 def backtest(model, dataset, timelines, outcomes, at: str, cfg: PopulationConfig):
-    """The model's error per group (`backtest.model_error`) from a landmark max(horizon) years
-    before `at`, with its drift from a second one twice as far back where the data reach; None
-    (with a note) where they do not reach back one horizon."""
-    years, ages = float(np.ceil(max(cfg.horizons))), landmark_ages(timelines, at)
+    """The model's error per group (`backtest.model_error`) for each horizon h, from the latest
+    landmark whose h-year follow-up is complete (ceil(h) years before `at`), with its drift from
+    a second landmark as far back again where the data reach. None (with a note) where the data
+    reach back for no horizon."""
+    ages = landmark_ages(timelines, at)
+    distances = sorted({float(np.ceil(h)) for h in cfg.horizons})
+    parts = [part for years in distances if (part := _backtest_at(
+        model, dataset, timelines, outcomes, ages, years, [h for h in cfg.horizons if np.ceil(h) == years], cfg))]
+    if not parts:
+        return None
+    return tuple(pl.concat(tables) for tables in zip(*parts))
+
+
+def _backtest_at(model, dataset, timelines, outcomes, ages, years: float, horizons: list[float],
+                 cfg: PopulationConfig):
+    """`model_error` of `horizons` from a landmark `years` before the landmark `ages`; None (with a
+    note) where nobody was registered then."""
+    cfg = replace(cfg, horizons=tuple(horizons))  # the same notes list: the copy is shallow
     recent = landmark(timelines, ages - years, outcomes)
     if not len(recent.people):
-        cfg.notes.append(f"no backtest: nobody in the data was registered {years:g} years before the landmark; "
-                         "the rates are the model's own and the intervals leave out its error")
+        cfg.notes.append(f"no backtest of the {_years(horizons)} horizon: nobody in the data was registered "
+                         f"{years:g} years before the landmark; its rates are the model's own and its intervals "
+                         "leave out the model's error")
         return None
     past = _backtest_table(model, dataset, timelines, recent, outcomes, cfg)
     older = landmark(timelines, ages - 2 * years, outcomes)
     if not len(older.people):
-        cfg.notes.append(f"no drift estimate: nobody in the data was registered {2 * years:g} years before the "
-                         "landmark; the intervals assume the model errs as it did one horizon earlier")
+        cfg.notes.append(f"no drift estimate for the {_years(horizons)} horizon: nobody in the data was registered "
+                         f"{2 * years:g} years before the landmark; its intervals assume the model errs as it did "
+                         f"{years:g} years earlier")
         return model_error(past)
     return model_error(past, drift(past, _backtest_table(model, dataset, timelines, older, outcomes, cfg)))
 
@@ -193,6 +209,10 @@ def backtest(model, dataset, timelines, outcomes, at: str, cfg: PopulationConfig
 def _backtest_table(model, dataset, timelines, mark, outcomes, cfg: PopulationConfig) -> pl.DataFrame:
     _, risk = landmark_risks(model, timelines, mark, outcomes, cfg)
     return observed_table(landmark_groups(dataset, timelines, mark, cfg), mark, outcomes, list(cfg.horizons), risk)
+
+
+def _years(horizons: list[float]) -> str:
+    return ", ".join(f"{h:g}-year" for h in horizons)
 
 
 def _factors(table: pl.DataFrame, grouping: str, groups: np.ndarray, outcomes: list[str], horizons: list[float]
