@@ -14,8 +14,6 @@ import logging
 import multiprocessing
 import os
 import socket
-import subprocess
-import sys
 import tempfile
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict
@@ -31,7 +29,7 @@ from flwr.server.client_proxy import ClientProxy
 from farr.federated import ledger
 from farr.federated.client import LocalConfig, SiteClient, SiteTrainer, get_parameters, set_parameters
 from farr.federated.secure import in_process_grid, loopback_grid, run_secure_rounds
-from farr.federated.site_process import stop
+from farr.federated.site_process import start, stop
 from farr.federated.strategy import FederationConfig, GuardedStrategy, build_strategy
 from farr.federated.vocabulary import agree, shared_counts, vocabulary_sha256
 from farr.model.card import CARD, write_card
@@ -153,9 +151,7 @@ def _on_loopback(sites: list[Path], tokenizer: Tokenizer, cfg: FederationConfig)
                                cfg.connect_timeout_s) as grid:
                 return run_secure_rounds(grid, strategy, cfg)
         address = f"127.0.0.1:{_free_port()}"
-        workers = [subprocess.Popen([sys.executable, "-m", "farr.federated.site_process", *command, "--site", str(site),
-                                     "--server", address], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-                   for site in sites]
+        workers = [start([*command, "--site", str(site), "--server", address]) for site in sites]
         try:
             start_server(server_address=address, config=ServerConfig(num_rounds=cfg.rounds), strategy=strategy)
         finally:

@@ -19,7 +19,6 @@ import os
 import queue
 import secrets
 import subprocess
-import sys
 import threading
 import time
 from collections import Counter, deque
@@ -47,7 +46,7 @@ from flwr.supercore.run import Run
 from flwr.supercore.task_identity import TaskIdentity
 
 from farr.federated.client import SiteClient
-from farr.federated.site_process import SITE_KEY, stop
+from farr.federated.site_process import SITE_KEY, start, stop
 from farr.federated.strategy import FederationConfig, GuardedStrategy, update_problem
 
 RUN_ID = 1
@@ -174,11 +173,11 @@ class SiteGrid(Grid):
     def _reply(self, message: Message) -> Message:
         data = self._exchange(message, lambda link: link.recv_bytes())
         if data is None:
-            self.failed.setdefault(message.metadata.group_id, set()).add(message.metadata.dst_node_id)
-            return Message(Error(ErrorCode.NODE_UNAVAILABLE, f"node {message.metadata.dst_node_id} disconnected"),
-                           reply_to=message)
-        self.traffic[message.metadata.group_id, "from_sites"] += len(data)
-        reply = message_from_proto(ProtoMessage.FromString(data))
+            reply = Message(Error(ErrorCode.NODE_UNAVAILABLE, f"node {message.metadata.dst_node_id} disconnected"),
+                            reply_to=message)
+        else:
+            self.traffic[message.metadata.group_id, "from_sites"] += len(data)
+            reply = message_from_proto(ProtoMessage.FromString(data))
         if reply.has_error():
             self.failed.setdefault(message.metadata.group_id, set()).add(message.metadata.dst_node_id)
         return reply
@@ -244,9 +243,7 @@ def loopback_grid(sites: list[Path], site_command: list[str], timeout_s: float):
     with Listener(("127.0.0.1", 0), authkey=key) as listener:
         host, port = listener.address
         env = os.environ | {SITE_KEY: key.hex()}
-        workers = [subprocess.Popen([sys.executable, "-m", "farr.federated.site_process", *site_command,
-                                     "--site", str(site), "--server", f"{host}:{port}", "--node", str(node)],
-                                    env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        workers = [start([*site_command, "--site", str(site), "--server", f"{host}:{port}", "--node", str(node)], env)
                    for node, site in enumerate(sites, 1)]
         connections: dict[int, Connection] = {}
         try:

@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import subprocess
+import sys
 from multiprocessing.connection import Client
 
 import torch
@@ -43,6 +44,12 @@ def main(argv: list[str] | None = None) -> None:
     with Client((host, int(port)), authkey=bytes.fromhex(os.environ.pop(SITE_KEY))) as connection:
         connection.send_bytes(str(args.node).encode())
         serve_site(connection, site_app(SiteClient(trainer), args.clipped), args.node)
+
+
+def start(arguments: list[str], env: dict | None = None) -> subprocess.Popen:
+    """The server's start of a site process (stderr kept for its error, if it fails)."""
+    return subprocess.Popen([sys.executable, "-m", "farr.federated.site_process", *arguments], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
 def stop(worker: subprocess.Popen) -> None:
