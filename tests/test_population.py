@@ -121,6 +121,19 @@ def test_drift_is_how_far_errors_moved_beyond_noise_and_it_widens_every_interval
     assert wider["tau2"].item() == pytest.approx(overall["tau2"].item() + expected - noise)
 
 
+def test_an_outcome_whose_own_drift_is_lost_in_noise_takes_the_drift_pooled_over_outcomes():
+    both = lambda x, y: pl.concat([x, y.with_columns(outcome=pl.lit("y"))])  # noqa: E731
+    recent = both(_backtest([2000, 1000, 500], [1000] * 3), _backtest([2000, 1000, 500], [1000] * 3))
+    older = both(_backtest([1000, 1000, 1000], [1000] * 3), _backtest([2000, 1000, 500], [1000] * 3))
+    moved = [np.log(3500.5 / 3000.5) ** 2, np.log(2000.5 / 1000.5) ** 2, 0.0, np.log(1000.5 / 500.5) ** 2]
+    noise_x = [1 / 3500.5 + 1 / 3000.5, 1 / 2000.5 + 1 / 1000.5, 2 / 1000.5, 1 / 500.5 + 1 / 1000.5]
+    noise_y = [2 / 3500.5, 2 / 2000.5, 2 / 1000.5, 2 / 500.5]  # y's errors did not move: its own drift is 0
+    got = dict(drift(recent, older).select("outcome", "drift").rows())
+    assert got["x"] == pytest.approx(np.mean(moved) - np.mean(noise_x), rel=1e-6)
+    assert got["y"] == pytest.approx((sum(moved) - sum(noise_x) - sum(noise_y)) / 8, rel=1e-6)
+    assert 0 < got["y"] < got["x"]
+
+
 def test_corrections_scale_rates_and_widen_both_intervals():
     table = pl.DataFrame({"grouping": ["all", "region"], "group": ["all", "new"], "outcome": "x", "horizon_years": 1.0,
                           "expected_cases": 50.0, "rate_per_100k": 100.0, "ci_lower_per_100k": 90.0,

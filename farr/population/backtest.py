@@ -13,7 +13,9 @@ the overall one by τ² / (τ² + 1/O), corrects it further (empirical Bayes). T
 The correction is one horizon old by the landmark. Where the data reach back two horizons, a
 second backtest measures how far the groups' log(O/E) moved in one horizon beyond their Poisson
 noise, the drift δ²; it widens every interval too, as the error's likely move since the first
-backtest. On simulated data the oracle check tests both steps.
+backtest. One outcome's drift rests on one period's moves, and its Poisson noise often hides
+them (the estimate is clipped to 0), so an outcome's drift is never taken below the drift pooled
+over every outcome at that horizon. On simulated data the oracle check tests both steps.
 """
 
 from __future__ import annotations
@@ -58,11 +60,13 @@ def model_error(backtest: pl.DataFrame, drift: pl.DataFrame | None = None) -> tu
 def drift(recent: pl.DataFrame, older: pl.DataFrame) -> pl.DataFrame:
     """Per outcome and horizon, `drift` δ²: the mean over groups (with `MIN_CASES` in both) of the
     squared move in log(O/E) between an `older` backtest and a `recent` one, less its Poisson
-    variance, and never below 0."""
+    variance; never below 0, nor below the same mean over every outcome's groups at that horizon."""
     both = (_log_ratios(recent).join(_log_ratios(older), on=KEYS, suffix="_older")
             .filter((pl.col("o") >= MIN_CASES) & (pl.col("o_older") >= MIN_CASES)))
-    moved = (pl.col("y") - pl.col("y_older")) ** 2 - pl.col("v") - pl.col("v_older")
-    return both.group_by(CELL).agg(moved.mean().clip(lower_bound=0.0).alias("drift"))
+    moved = ((pl.col("y") - pl.col("y_older")) ** 2 - pl.col("v") - pl.col("v_older")).mean().clip(lower_bound=0.0)
+    own = both.group_by(CELL).agg(moved.alias("own"))
+    pooled = both.group_by("horizon_years").agg(moved.alias("pooled"))
+    return own.join(pooled, on="horizon_years").select(*CELL, pl.max_horizontal("own", "pooled").alias("drift"))
 
 
 def _log_ratios(backtest: pl.DataFrame) -> pl.DataFrame:

@@ -51,7 +51,7 @@ class PopulationConfig:
     planning_people: int = 10_000  # people whose futures are sampled (a random subsample)
     replicates: int = REPLICATES
     sdc: str = "opensafely"
-    oracle_draws: int = 20
+    oracle_draws: int = 100  # the yardstick's own error: 1/sqrt(cases × draws), 2% for 20 cases a group
     backtest: bool = True  # correct rates and widen intervals by the model's error one horizon earlier
     seed: int = 0
     bf16: bool = False
