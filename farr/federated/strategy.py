@@ -139,20 +139,21 @@ class GuardedStrategy(Strategy):
         if aggregated[0] is not None:  # in the model's dtypes (SecAgg+ returns float64)
             self.current = [a.astype(c.dtype) for a, c in zip(parameters_to_ndarrays(aggregated[0]), self.current)]
             aggregated = (ndarrays_to_parameters(self.current), aggregated[1])
-        self.rounds.append({"round": server_round, "aggregated": aggregated[0] is not None,
-                            "sites": [self.site_of[p.cid] for p, _ in accepted], "dropouts": dropped,
-                            "rejected": rejected, "seconds": round(time.perf_counter() - self._started, 2),
-                            "mb_to_sites": round(len(self._sampled) * _megabytes(ndarrays_to_parameters(self.current)), 3),
-                            "mb_from_sites": round(sum(_megabytes(res.parameters) for _, res in results), 3)})
+        self._log(server_round, aggregated[0] is not None, [self.site_of[p.cid] for p, _ in accepted], dropped,
+                  rejected, mb_to_sites=len(self._sampled) * _megabytes(ndarrays_to_parameters(self.current)),
+                  mb_from_sites=sum(_megabytes(res.parameters) for _, res in results))
         return aggregated
 
     def halted(self, server_round: int, failed: list[str]) -> None:
         """Log a round that never reached aggregation (secure aggregation stopped), and who failed in it."""
-        self.rounds.append({"round": server_round, "aggregated": False, "sites": [],
-                            "dropouts": [self._dropout(cid, server_round) for cid in failed], "rejected": [],
-                            "seconds": round(time.perf_counter() - self._started, 2), "mb_to_sites": 0.0,
-                            "mb_from_sites": 0.0})
+        self._log(server_round, False, [], [self._dropout(cid, server_round) for cid in failed], [])
         self.rounds.sort(key=lambda entry: entry["round"])
+
+    def _log(self, server_round: int, aggregated: bool, sites: list[str], dropouts: list[str], rejected: list[str],
+             *, mb_to_sites: float = 0.0, mb_from_sites: float = 0.0) -> None:
+        self.rounds.append({"round": server_round, "aggregated": aggregated, "sites": sites, "dropouts": dropouts,
+                            "rejected": rejected, "seconds": round(time.perf_counter() - self._started, 2),
+                            "mb_to_sites": round(mb_to_sites, 3), "mb_from_sites": round(mb_from_sites, 3)})
 
     def _identify(self, cid: str, metrics: dict) -> str:
         name = str(metrics.get("site", f"node-{cid}"))
