@@ -10,7 +10,8 @@ from hypothesis import strategies as st
 
 import farr.model.train
 from farr.model.card import read_card
-from farr.model.data import NO_EVENT_ID, PREFIX, RECALL_SHARE, TrainingBatches, _targets, predictable, window
+from farr.model.data import (NO_EVENT_ID, PREFIX, RECALL_SHARE, TrainingBatches, _targets, landmark_histories,
+                             predictable, registration_marked, window)
 from farr.model.gpt import IGNORE, MIN_YEARS, GPTConfig, TimelineGPT
 from farr.model.sampling import _Context
 from farr.model.train import CHECKPOINT, load_model, train
@@ -74,6 +75,38 @@ def test_an_event_on_the_same_day_is_a_one_day_wait_and_unobserved_time_is_not_t
     targets, exposure = _targets(tokens, ages, 15.0, 30.0)
     np.testing.assert_allclose(exposure[PREFIX - 1:], [0.0, 5.0, MIN_YEARS, 1.0, 9.0], rtol=1e-6)
     assert targets[-1] == IGNORE and (targets[PREFIX - 1:-1] == tokens[PREFIX:]).all()
+
+
+def test_the_registration_mark_times_the_first_registered_wait_and_is_not_a_target():
+    tokens = np.arange(1, PREFIX + 4)
+    ages = np.r_[np.zeros(PREFIX), 10.0, 12.0, 17.0].astype(np.float32)  # history dated before registration at 15
+    tokens, ages = registration_marked(tokens, ages, 15.0)
+    assert tokens[PREFIX + 2] == NO_EVENT_ID and ages[PREFIX + 2] == 15.0
+    targets, exposure = _targets(tokens, ages, 15.0, 30.0)
+    # the last code dated before registration: no observed time, and the mark is not an event to predict
+    assert targets[PREFIX + 1] == IGNORE and exposure[PREFIX + 1] == 0.0
+    # from the mark: two observed years to the first registered event, which is its target
+    assert targets[PREFIX + 2] == tokens[PREFIX + 3] and exposure[PREFIX + 2] == pytest.approx(2.0)
+
+
+def test_events_recorded_on_the_registration_day_follow_the_mark():
+    tokens, ages = registration_marked(np.arange(1, PREFIX + 3), np.r_[np.zeros(PREFIX), 15.0, 15.0], 15.0)
+    assert tokens[PREFIX] == NO_EVENT_ID and list(tokens[PREFIX + 1:]) == [PREFIX + 1, PREFIX + 2]
+
+
+def test_training_and_landmark_histories_carry_the_registration_mark(population):
+    from farr.model.tokenizer import Tokenizer
+
+    timelines = Tokenizer().fit(population).transform(population)
+    fits = np.diff(timelines.offsets) < 500  # whole timelines: a cut window may start after the mark
+    people = np.flatnonzero(fits & (timelines.end_age - timelines.start_age > 2))[:50]
+    batch = TrainingBatches(timelines, people, 512, seed=0, no_event_per_year=0.0).batch_of(people)
+    marks = batch["tokens"] == NO_EVENT_ID
+    assert (marks.sum(1) == 1).all()  # no quiet years asked for: the mark alone
+    np.testing.assert_allclose(batch["ages"][marks].numpy(), timelines.start_age[people])
+    tokens, ages, query = landmark_histories(timelines, people, timelines.start_age[people] + 1.0, 512)
+    marked = (tokens == NO_EVENT_ID) & (ages == torch.from_numpy(timelines.start_age[people])[:, None])
+    assert (marked.sum(1) == 1).all() and (tokens[torch.arange(len(people)), query] == NO_EVENT_ID).all()
 
 
 def test_unpredictable_tokens_have_no_rate():

@@ -11,6 +11,7 @@ import polars as pl
 import pyarrow as pa
 import torch
 
+from farr.model.data import registration_marked
 from farr.model.tokenizer import DAYS_PER_YEAR, Timelines
 from farr.simulate.oracle import EXACTLY_RECORDED
 
@@ -25,7 +26,7 @@ def excess_nll(model, timelines: Timelines, people: np.ndarray, outcomes, oracle
     """Per event: the model's negative log-likelihood minus the true model's. People whose whole
     timeline fits in the model's context are used, so both see everything."""
     exact = [o for o in outcomes if o.name in EXACTLY_RECORDED]
-    lengths = np.diff(timelines.offsets)[people]
+    lengths = np.diff(timelines.offsets)[people] + 1  # and the registration mark
     people = people[(lengths <= model.cfg.block_size) & (timelines.end_age[people] > timelines.start_age[people])]
     people = people[:cfg.next_event_people]
     lookup = np.full(model.cfg.vocab_size, -1)
@@ -35,8 +36,7 @@ def excess_nll(model, timelines: Timelines, people: np.ndarray, outcomes, oracle
     with torch.no_grad():
         for lo in range(0, len(people), 256):
             batch = people[lo:lo + 256]
-            owner, index = timelines.rows_of(batch)
-            tokens, ages = _padded(owner, timelines.tokens[index], timelines.ages[index], len(batch))
+            tokens, ages = _padded([registration_marked(*timelines.of(p), timelines.start_age[p]) for p in batch])
             rate = model.log_rates(torch.from_numpy(tokens), torch.from_numpy(ages)).exp().numpy()
             nll, events = _model_nll(rate, tokens, ages, timelines.start_age[batch], timelines.end_age[batch],
                                      exact, lookup)
@@ -55,11 +55,12 @@ def excess_nll(model, timelines: Timelines, people: np.ndarray, outcomes, oracle
             "true_nll_per_event": true_nll / n, "excess_nll_per_event": (model_nll - true_nll) / n}
 
 
-def _padded(owner: np.ndarray, tokens: np.ndarray, ages: np.ndarray, n: int):
-    width = np.bincount(owner, minlength=n).max()
-    position = np.arange(len(owner)) - np.searchsorted(owner, owner)
-    out_tokens, out_ages = np.zeros((n, width), np.int64), np.zeros((n, width), np.float32)
-    out_tokens[owner, position], out_ages[owner, position] = tokens, ages
+def _padded(rows: list[tuple[np.ndarray, np.ndarray]]):
+    """(tokens, ages) of each person, left-aligned and padded to the longest."""
+    width = max(len(tokens) for tokens, _ in rows)
+    out_tokens, out_ages = np.zeros((len(rows), width), np.int64), np.zeros((len(rows), width), np.float32)
+    for i, (tokens, ages) in enumerate(rows):
+        out_tokens[i, :len(tokens)], out_ages[i, :len(ages)] = tokens, ages
     return out_tokens, out_ages
 
 

@@ -55,6 +55,11 @@ class Timelines:
     def split(self) -> np.ndarray:
         return split_of(self.subject_id)
 
+    def of(self, person: int) -> tuple[np.ndarray, np.ndarray]:
+        """One person's tokens and ages."""
+        lo, hi = self.offsets[person], self.offsets[person + 1]
+        return self.tokens[lo:hi], self.ages[lo:hi]
+
     def rows_of(self, people: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(owner, index): for every token of these people, its person's position in `people`
         and its index into `tokens` / `ages`."""
