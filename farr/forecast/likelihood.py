@@ -11,7 +11,7 @@ import polars as pl
 import pyarrow as pa
 import torch
 
-from farr.model.data import registration_marked
+from farr.model.data import padded, registration_marked
 from farr.model.tokenizer import DAYS_PER_YEAR, Timelines
 from farr.simulate.oracle import EXACTLY_RECORDED
 
@@ -36,7 +36,7 @@ def excess_nll(model, timelines: Timelines, people: np.ndarray, outcomes, oracle
     with torch.no_grad():
         for lo in range(0, len(people), 256):
             batch = people[lo:lo + 256]
-            tokens, ages = _padded([registration_marked(*timelines.of(p), timelines.start_age[p]) for p in batch])
+            tokens, ages = padded([registration_marked(*timelines.of(p), timelines.start_age[p]) for p in batch])
             rate = model.log_rates(torch.from_numpy(tokens), torch.from_numpy(ages)).exp().numpy()
             nll, events = _model_nll(rate, tokens, ages, timelines.start_age[batch], timelines.end_age[batch],
                                      exact, lookup)
@@ -53,15 +53,6 @@ def excess_nll(model, timelines: Timelines, people: np.ndarray, outcomes, oracle
     n = max(len(person_of), 1)
     return {"people": int(len(people)), "events": int(len(person_of)), "model_nll_per_event": model_nll / n,
             "true_nll_per_event": true_nll / n, "excess_nll_per_event": (model_nll - true_nll) / n}
-
-
-def _padded(rows: list[tuple[np.ndarray, np.ndarray]]):
-    """(tokens, ages) of each person, left-aligned and padded to the longest."""
-    width = max(len(tokens) for tokens, _ in rows)
-    out_tokens, out_ages = np.zeros((len(rows), width), np.int64), np.zeros((len(rows), width), np.float32)
-    for i, (tokens, ages) in enumerate(rows):
-        out_tokens[i, :len(tokens)], out_ages[i, :len(ages)] = tokens, ages
-    return out_tokens, out_ages
 
 
 def _model_nll(rate, tokens, ages, start, end, exact, lookup):

@@ -146,8 +146,7 @@ def history_lengths(timelines: Timelines, people: np.ndarray, at_age: np.ndarray
     """Tokens in each person's landmark history (demographics, events before it, the registration
     mark and the query)."""
     t = timelines
-    before = [np.searchsorted(t.ages[t.offsets[p] + PREFIX:t.offsets[p + 1]], age, side="left")
-              for p, age in zip(people, at_age)]
+    before = [np.searchsorted(t.of(p)[1][PREFIX:], age, side="left") for p, age in zip(people, at_age)]
     return np.minimum(np.asarray(before, dtype=np.int64) + PREFIX + 2, block)  # + the registration mark
 
 
@@ -168,10 +167,16 @@ def landmark_histories(timelines: Timelines, people: np.ndarray, at_age: np.ndar
         index = window(tokens, seen, block - len(queries))[0]  # room for the queries
         rows.append((np.append(tokens[index], np.full(len(queries), NO_EVENT_ID)),
                      np.append(ages[index], np.float32(age) + queries)))
+    tokens, ages = padded(rows, width)
+    query = np.array([len(tok) for tok, _ in rows], np.int64) - len(queries)
+    return torch.from_numpy(tokens), torch.from_numpy(ages), torch.from_numpy(query)
+
+
+def padded(rows: list[tuple[np.ndarray, np.ndarray]], width: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(tokens, ages) of each person as (n, width) arrays, left-aligned and padded (width: the longest)."""
     width = width or max(len(tok) for tok, _ in rows)
     tokens = np.full((len(rows), width), PAD_ID, np.int64)
     ages = np.zeros((len(rows), width), np.float32)
-    query = np.empty(len(rows), np.int64)
     for i, (tok, age) in enumerate(rows):
-        tokens[i, :len(tok)], ages[i, :len(tok)], query[i] = tok, age, len(tok) - len(queries)
-    return torch.from_numpy(tokens), torch.from_numpy(ages), torch.from_numpy(query)
+        tokens[i, :len(tok)], ages[i, :len(tok)] = tok, age
+    return tokens, ages
