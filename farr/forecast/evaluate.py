@@ -19,9 +19,10 @@ from farr.events.io import read_outcomes
 from farr.forecast import metrics as m
 from farr.forecast.baselines import incidence_floor, supervised_baseline
 from farr.forecast.generate import sampled_first_occurrences
-from farr.forecast.landmark import Landmark, labels, landmark, landmark_ages, landmark_day, outcomes_for, timelines_for
-from farr.forecast.likelihood import excess_nll, truth_rows
+from farr.forecast.landmark import Landmark, labels, landmark, landmark_ages, outcomes_for, timelines_for
+from farr.forecast.likelihood import excess_nll
 from farr.forecast.risk import model_risk, not_at_risk, rollout_risk
+from farr.forecast.truth import oracle_risk, simulated_truth
 from farr.model.data import NO_EVENT_ID, TrainingBatches
 from farr.model.tokenizer import SPLIT_PERCENT, Timelines
 from farr.model.train import load_model
@@ -84,24 +85,10 @@ def evaluate(model_dir: str | Path, dataset: str | Path, cfg: EvaluationConfig |
 
 def _truth(dataset, cfg: EvaluationConfig):
     """(oracle, truth table) of a simulated dataset; None (with a note) for any other."""
-    from farr.simulate.oracle import Oracle
-
-    try:
-        return Oracle.from_dataset(dataset)
-    except FileNotFoundError:
+    truth = simulated_truth(dataset)
+    if truth is None:
         cfg.notes.append("no ground truth in the dataset: oracle metrics omitted")
-        return None
-
-
-def oracle_risk(oracle, truth, timelines: Timelines, mark: Landmark, outcomes, horizons, *, draws: int,
-                seed: int) -> np.ndarray:
-    """(people, outcomes, horizons) the oracle's risk of each outcome being coded within each
-    horizon (NaN for outcomes the simulator does not know)."""
-    rows = truth_rows(truth, timelines.subject_id[mark.people])
-    risks = oracle.risk_on_day(rows, landmark_day(timelines, mark), horizons, draws=draws, seed=seed, recorded=True)
-    column = {name: j for j, name in enumerate(risks.outcomes)}
-    return np.stack([risks.probability[:, column[o.name]] if o.name in column
-                     else np.full((len(mark.people), len(horizons)), np.nan) for o in outcomes], axis=1)
+    return truth
 
 
 def _landmark_metrics(test: Landmark, outcomes, horizons, risks: dict) -> list[dict]:

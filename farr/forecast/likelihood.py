@@ -7,19 +7,12 @@ attendances, deaths), over each person's registered time: −Σ log λ(event) + 
 from __future__ import annotations
 
 import numpy as np
-import polars as pl
-import pyarrow as pa
 import torch
 
 from farr.model.data import padded, registration_marked
 from farr.model.tokenizer import DAYS_PER_YEAR, Timelines
+from farr.forecast.truth import truth_rows
 from farr.simulate.oracle import EXACTLY_RECORDED
-
-
-def truth_rows(truth: pa.Table, subject_id: np.ndarray) -> pa.Table:
-    """The truth table's rows for these subjects, in their order."""
-    rows = pl.DataFrame({"subject_id": subject_id}).with_row_index("order")
-    return rows.join(pl.from_arrow(truth), on="subject_id", how="left").sort("order").drop("order").to_arrow()
 
 
 def excess_nll(model, timelines: Timelines, people: np.ndarray, outcomes, oracle, truth, cfg) -> dict:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
-from farr.forecast.evaluate import oracle_risk
+from farr.forecast.truth import oracle_risk, simulated_truth
 from farr.population.groups import group_index
 from farr.population.rates import PER_100K, cell_table, group_sums
 
@@ -14,13 +14,8 @@ from farr.population.rates import PER_100K, cell_table, group_sums
 def _oracle_risk(dataset, timelines, mark, outcomes, horizons, *, draws: int, seed: int) -> np.ndarray | None:
     """(n, outcomes, horizons) true risk of each outcome being recorded within each horizon; None
     for a dataset without ground truth."""
-    from farr.simulate.oracle import Oracle
-
-    try:
-        oracle, truth = Oracle.from_dataset(dataset)
-    except FileNotFoundError:
-        return None
-    return oracle_risk(oracle, truth, timelines, mark, outcomes, horizons, draws=draws, seed=seed)
+    truth = simulated_truth(dataset)
+    return None if truth is None else oracle_risk(*truth, timelines, mark, outcomes, horizons, draws=draws, seed=seed)
 
 
 def oracle_group_rates(dataset, timelines, mark, outcomes, horizons, groups: dict[str, np.ndarray],
