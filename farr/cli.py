@@ -159,6 +159,9 @@ def train_command(
                    f"{summary['tokens_per_second']:,.0f} tokens/s; model in {out}")
 
 
+BF16 = typer.Option(False, "--bf16", help="bfloat16 matrix products: ~2x faster on CPUs that have them.")
+
+
 @app.command("forecast")
 @one_line_errors
 def forecast_command(
@@ -168,7 +171,7 @@ def forecast_command(
     horizon: str = typer.Option("1y,5y,10y", "--horizon", help="Horizons, e.g. 1y,5y,10y or 6m."),
     out: Path = typer.Option(..., "--out", help="Directory for risks.parquet."),
     samples: int = typer.Option(0, "--samples", help="Also estimate risks from this many sampled futures."),
-    bf16: bool = typer.Option(False, "--bf16", help="bfloat16 matrix products: ~2x faster on CPUs that have them."),
+    bf16: bool = BF16,
     seed: int = typer.Option(0, "--seed"),
 ) -> None:
     """Each person's risk of every outcome within each horizon."""
@@ -289,6 +292,9 @@ def population_command(
     sdc: str = typer.Option("opensafely", "--sdc", help="Disclosure control profile: opensafely or minimum10."),
     backtest: bool = typer.Option(True, "--backtest/--no-backtest",
                                   help="Correct rates and widen intervals by the model's error one horizon earlier."),
+    backtest_people: int = typer.Option(100_000, "--backtest-people",
+                                        help="At most this many people (a random subsample) in each backtest cohort."),
+    bf16: bool = BF16,
     seed: int = typer.Option(0, "--seed"),
 ) -> None:
     """Expected events by patient group, inequality across deprivation, planning projections."""
@@ -298,7 +304,8 @@ def population_command(
     from farr.population.view import PopulationConfig, population_view, save
 
     cfg = PopulationConfig(groupings=tuple(parse_groupings(by)), horizons=tuple(parse_horizons(horizon)), at=at,
-                           samples=samples, risks=risks, sdc=sdc, backtest=backtest, seed=seed)
+                           samples=samples, risks=risks, sdc=sdc, backtest=backtest,
+                           backtest_people=backtest_people, bf16=bf16, seed=seed)
     result = population_view(model, dataset, cfg, progress=sys.stderr.isatty())
     save(result, out)
     typer.echo(f"report: {write_population_report(result, out)}")

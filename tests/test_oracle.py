@@ -8,6 +8,7 @@ from farr.simulate.calendar import DAYS_PER_YEAR
 from farr.simulate.codes import DIAGNOSES
 from farr.simulate.engine import simulate
 from farr.simulate.hazards import build_model, static_log_hazard
+from farr.simulate import oracle as oracle_module
 from farr.simulate.oracle import Oracle
 
 LANDMARK, HORIZON = 60.0, 5.0
@@ -73,6 +74,15 @@ def test_oracle_discriminates_and_is_calibrated_by_decile(cohort):
     assert np.all(np.diff(predicted) >= 0)
     assert np.corrcoef(predicted, seen)[0, 1] > 0.95
     assert seen[-1] > 3 * seen[0]
+
+
+def test_oracle_answers_alike_in_one_process_or_several(cohort, monkeypatch):
+    model, truth, _ = cohort
+    monkeypatch.setattr(oracle_module, "ROWS_PER_BATCH", 4_000)  # 200 people a batch: 3 batches
+    people = truth.slice(0, 600)
+    one, two = (Oracle(model).risk(people, 40.0, [1.0, 5.0], draws=20, seed=5, workers=w).probability for w in (1, 2))
+    assert one.shape == (600, len(Oracle(model).outcomes), 2)
+    np.testing.assert_array_equal(one, two)
 
 
 def test_oracle_knows_only_the_past_and_marks_those_not_at_risk(cohort):

@@ -1,5 +1,7 @@
 """Population health view: groupings, bootstrap totals, inequality indices, disclosure control, end to end."""
 
+import json
+
 import numpy as np
 import polars as pl
 import pytest
@@ -8,13 +10,15 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from farr.cli import app
+from farr.events.io import read_outcomes
+from farr.forecast.landmark import landmark, landmark_ages, outcomes_for, timelines_for
 from farr.forecast.predict import forecast
-from farr.model.train import TrainConfig, train
+from farr.model.train import TrainConfig, load_model, train
 from farr.population.backtest import MIN_CASES, Z90, corrected, drift, model_error
 from farr.population.groups import AGE_BANDS, GROUPINGS, age_band, parse_groupings
 from farr.population.inequality import ridits, slope_indices
 from farr.population.rates import bootstrap_totals
-from farr.population.view import PopulationConfig, check_horizons, population_view
+from farr.population.view import PHASES, PopulationConfig, _backtest_cohort, check_horizons, population_view
 from farr.simulate.simulator import simulate_dataset
 
 runner = CliRunner()
@@ -233,6 +237,26 @@ def test_inequality_validation_and_ranking_are_reported(view):
         assert part.sort("rank")["rate_per_100k"].is_sorted(descending=True)
 
 
+def test_the_view_times_each_phase(view):
+    assert list(view["seconds"]) == list(PHASES)
+    assert all(seconds >= 0 for seconds in view["seconds"].values())
+
+
+def test_a_backtest_cohort_is_a_seeded_random_subsample_of_the_landmark_cohort(small):
+    model, dataset = small
+    _, tokenizer = load_model(model)
+    timelines = timelines_for(tokenizer, dataset)
+    outcomes = outcomes_for(tokenizer, read_outcomes(dataset))
+    ages = landmark_ages(timelines, "2017-01-01")
+    whole = landmark(timelines, ages, outcomes)
+    cfg = PopulationConfig(backtest_people=len(whole.people) // 3)
+    cut = _backtest_cohort(timelines, ages, outcomes, cfg)
+    assert len(cut.people) == len(whole.people) // 3 and np.isin(cut.people, whole.people).all()
+    assert np.array_equal(cut.people, _backtest_cohort(timelines, ages, outcomes, cfg).people)
+    assert not np.array_equal(cut.people, whole.people[:len(cut.people)])  # random, not the first ones
+    assert len(_backtest_cohort(timelines, ages, outcomes, PopulationConfig()).people) == len(whole.people)
+
+
 def test_rollout_risks_give_rates_near_the_analytic_ones(small):
     """With a model that has barely learnt (rates nearly flat over time), sampled futures and the rate
     held for the horizon agree up to Monte Carlo error."""
@@ -277,10 +301,14 @@ def test_each_horizon_is_backtested_from_the_latest_landmark_its_follow_up_allow
 def test_the_command_writes_report_tables_and_planning(small, tmp_path):
     model, dataset = small
     result = runner.invoke(app, ["population", str(model), str(dataset), "--by", "region,imd", "--horizon", "1y,2y",
-                                 "--at", "2018-01-01", "--samples", "1", "--out", str(tmp_path)])
+                                 "--at", "2018-01-01", "--samples", "1", "--backtest-people", "150", "--bf16",
+                                 "--out", str(tmp_path)])
     assert result.exit_code == 0, result.output
     for name in ("report.html", "group_rates.csv", "inequality.csv", "highest_risk.csv", "planning.csv"):
         assert (tmp_path / name).exists(), name
+    summary = json.loads((tmp_path / "population.json").read_text())
+    assert summary["config"]["backtest_people"] == 150 and summary["config"]["bf16"]
+    assert list(summary["seconds"]) == list(PHASES)
     planning = pl.read_csv(tmp_path / "planning.csv")
     assert set(planning["year"]) == {1, 2}
     assert set(planning["measure"]) == {"emergency_admissions", "ae_attendances", "new_diagnoses"}
@@ -291,7 +319,8 @@ def test_the_command_writes_report_tables_and_planning(small, tmp_path):
 @pytest.mark.parametrize("args, message", [(["--by", "postcode"], "unknown grouping"),
                                            (["--horizon", "40y"], "training window"),
                                            (["--sdc", "lax"], "unknown SDC profile"),
-                                           (["--risks", "rollout", "--samples", "0"], "--risks")])
+                                           (["--risks", "rollout", "--samples", "0"], "--risks"),
+                                           (["--backtest-people", "0"], "--backtest-people")])
 def test_bad_options_give_one_line_errors(small, tmp_path, args, message):
     model, dataset = small
     result = runner.invoke(app, ["population", str(model), str(dataset), "--out", str(tmp_path), *args])

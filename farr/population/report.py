@@ -15,7 +15,7 @@ from farr.reporting import Report
 
 PANEL_COLUMNS = 4
 _BACKTEST = {True: "Backtest: the same forecast made one horizon before the landmark was checked against what "
-                   "then happened; each rate is corrected by its group's observed/expected ratio then (shrunk "
+                   "then happened (for at most {backtest_people:,} people, a random subsample); each rate is corrected by its group's observed/expected ratio then (shrunk "
                    "towards its outcome's overall ratio as far as that group's numbers are noisy), and both "
                    "intervals are widened by the model error the backtest found, and by how far that error "
                    "moved between two backtests a horizon apart where the data reach back that far.",
@@ -121,11 +121,13 @@ def write_population_report(result: dict, out: str | Path) -> Path:
                 f"{_RISKS[cfg['risks']]}. 90% intervals from a Poisson bootstrap over people ({cfg['replicates']} "
                 "replicates): confidence intervals (CI) for the expected rate, and prediction intervals (PI) for the "
                 "rate that will be observed, which add each person's chance of the outcome. "
-                f"{_BACKTEST[cfg['backtest']]} Disclosure control: "
+                f"{_BACKTEST[cfg['backtest']].format(**cfg)} Disclosure control: "
                 f"profile {cfg['sdc']!r}, applied to every count; a rate is shown only where all of its counts are "
                 "released.")
     for note in cfg["notes"]:
         report.text(f"Note: {note}")
+    report.text("Computed in " + ", ".join(f"{phase} {seconds:,.0f} s" for phase, seconds in result["seconds"].items())
+                + ".")
     report.heading("Rates by group")
     for grouping in cfg["groupings"]:
         report.figure(group_figure(rates, grouping, horizon), f"groups_{grouping}",

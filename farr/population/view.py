@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
+import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -36,6 +38,7 @@ from farr.population.planning import project
 from farr.population.rates import (PER_100K, REPLICATES, GroupTotals, bootstrap_totals, cell_table, group_sums,
                                    ratio_interval)
 
+log = logging.getLogger(__name__)
 KEYS = ["grouping", "group", "outcome", "horizon_years"]
 VALIDATION_MIN_PEOPLE = 10_000  # groups this large are held to the 10% / coverage figures
 TOP_GROUPS = 5
@@ -53,6 +56,7 @@ class PopulationConfig:
     sdc: str = "opensafely"
     oracle_draws: int = 100  # the yardstick's own error: 1/sqrt(cases × draws), 2% for 20 cases a group
     backtest: bool = True  # correct rates and widen intervals by the model's error one horizon earlier
+    backtest_people: int = 100_000  # at most this many people (a random subsample) in each backtest cohort
     seed: int = 0
     bf16: bool = False
     notes: list[str] = field(default_factory=list)
@@ -99,12 +103,26 @@ PHASES = ("landmark cohort", "per-person risks", "group totals", "backtest", "or
 
 
 @contextmanager
-def _phases(progress: bool):
-    """A `step(name)` that shows which phase runs (only when asked: stderr is a terminal)."""
+def _phases(progress: bool, seconds: dict[str, float]):
+    """A `step(name)` that starts the next phase: shown when asked (stderr is a terminal), and
+    each phase's wall-clock time kept in `seconds` and logged as it ends."""
+    started, current = time.perf_counter(), PHASES[0]
+
+    def finished():
+        seconds[current] = round(time.perf_counter() - started, 1)
+        log.info("population view: %s took %.1f s", current, seconds[current])
+
+    def step(name: str):
+        nonlocal started, current
+        finished()
+        started, current = time.perf_counter(), name
+        bar.update(task, completed=PHASES.index(name), description=name)
+
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), disable=not progress,
                   transient=True) as bar:
         task = bar.add_task(PHASES[0], total=len(PHASES))
-        yield lambda name: bar.update(task, completed=PHASES.index(name), description=name)
+        yield step
+        finished()
 
 
 def population_view(model_dir, dataset, cfg: PopulationConfig | None = None, *, progress: bool = False) -> dict:
@@ -114,8 +132,11 @@ def population_view(model_dir, dataset, cfg: PopulationConfig | None = None, *, 
     resolve_profile(cfg.sdc)  # a misspelt option fails before the work, not after
     if cfg.risks not in ("analytic", "rollout") or (cfg.risks == "rollout" and cfg.samples < 1):
         raise ValueError(f"--risks {cfg.risks!r}: choose analytic, or rollout with --samples of at least 1")
+    if cfg.backtest_people < 1:
+        raise ValueError(f"--backtest-people {cfg.backtest_people}: a backtest needs at least one person")
     window_years = check_horizons(model_dir, horizons)
-    with _phases(progress) as step:
+    seconds = {}
+    with _phases(progress, seconds) as step:
         model, timelines, outcomes, at, mark = landmark_cohort(model_dir, dataset, cfg.at)
         groups = landmark_groups(dataset, timelines, mark, cfg)
         step("per-person risks")
@@ -147,7 +168,8 @@ def population_view(model_dir, dataset, cfg: PopulationConfig | None = None, *, 
     everyone = rates.filter(pl.col("grouping") == "all")["people"][0]  # released (rounded), never the raw count
     result = {"config": asdict(cfg) | {"at": at}, "people": everyone,
               "training_window_years": round(window_years, 2), "outcomes": names,
-              "group_rates": rates, "highest_risk": highest_risk(rates), "sdc": {"group_rates": rate_sdc}}
+              "group_rates": rates, "highest_risk": highest_risk(rates), "sdc": {"group_rates": rate_sdc},
+              "seconds": seconds}
     inequality = inequality_table(sums["imd"], names, horizons, _factors(table, "imd", sums["imd"].names, names,
                                                                           horizons)) if "imd" in sums else None
     if inequality is not None:
@@ -190,20 +212,32 @@ def _backtest_at(model, dataset, timelines, outcomes, ages, years: float, horizo
     """`model_error` of `horizons` from a landmark `years` before the landmark `ages`; None (with a
     note) where nobody was registered then."""
     cfg = replace(cfg, horizons=tuple(horizons))  # the same notes list: the copy is shallow
-    recent = landmark(timelines, ages - years, outcomes)
+    recent = _backtest_cohort(timelines, ages - years, outcomes, cfg)
     if not len(recent.people):
         cfg.notes.append(f"no backtest of the {_years(horizons)} horizon: nobody in the data was registered "
                          f"{years:g} years before the landmark; its rates are the model's own and its intervals "
                          "leave out the model's error")
         return None
     past = _backtest_table(model, dataset, timelines, recent, outcomes, cfg)
-    older = landmark(timelines, ages - 2 * years, outcomes)
+    older = _backtest_cohort(timelines, ages - 2 * years, outcomes, cfg)
     if not len(older.people):
         cfg.notes.append(f"no drift estimate for the {_years(horizons)} horizon: nobody in the data was registered "
                          f"{2 * years:g} years before the landmark; its intervals assume the model errs as it did "
                          f"{years:g} years earlier")
         return model_error(past)
     return model_error(past, drift(past, _backtest_table(model, dataset, timelines, older, outcomes, cfg)))
+
+
+def _backtest_cohort(timelines, ages, outcomes, cfg: PopulationConfig):
+    """The landmark cohort at `ages`, cut to a random `backtest_people` of it. Each backtest costs a
+    forecast as large as its cohort, and a view has up to four; the cap keeps a large population's
+    view near the cost of its own forecast, at the price of the Poisson noise of a cohort that size
+    in each group's observed/expected correction (the error variance counts that noise)."""
+    cohort = landmark(timelines, ages, outcomes)
+    if len(cohort.people) <= cfg.backtest_people:
+        return cohort
+    rng = np.random.default_rng(cfg.seed)
+    return cohort.subset(np.sort(rng.choice(len(cohort.people), cfg.backtest_people, replace=False)))
 
 
 def _backtest_table(model, dataset, timelines, mark, outcomes, cfg: PopulationConfig) -> pl.DataFrame:

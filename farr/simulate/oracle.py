@@ -13,7 +13,10 @@ diagnosis), for new onsets and for onsets before the landmark not yet coded.
 
 from __future__ import annotations
 
+import multiprocessing
+import os
 from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,19 +59,27 @@ class Oracle:
         return tuple(self.model.names[k] for k in self._outcomes)
 
     def risk(self, truth: pa.Table, age: float | np.ndarray, horizons: Sequence[float], *,
-             draws: int = 200, seed: int = 0, recorded: bool = False) -> Risks:
+             draws: int = 200, seed: int = 0, recorded: bool = False, workers: int | None = None) -> Risks:
         """P(first onset, first recurrent event, or death in (age, age + h]) for each person.
 
-        NaN where the person is dead at `age` or (true onsets only) already has the disease."""
+        NaN where the person is dead at `age` or (true onsets only) already has the disease.
+        Batches of people run in `workers` processes (default: one per core), each with its own
+        seeded stream, so the answer does not depend on how many there are."""
         n = truth.num_rows
         age = np.broadcast_to(np.asarray(age, dtype=float), (n,)).copy()
         horizons = tuple(float(h) for h in horizons)
-        rng = np.random.default_rng(seed)
-        out = np.empty((n, len(self._outcomes), len(horizons)))
         per_batch = max(1, ROWS_PER_BATCH // draws)
-        for start in range(0, n, per_batch):
-            rows = slice(start, min(n, start + per_batch))
-            out[rows] = self._batch(truth.slice(start, per_batch), age[rows], horizons, draws, rng, recorded)
+        state = self._state(truth)
+        jobs = [(*(x[start:start + per_batch] for x in (*state, age)), horizons, draws,
+                 np.random.default_rng([seed, batch]), recorded)
+                for batch, start in enumerate(range(0, n, per_batch))]
+        workers = max(1, min(workers or os.cpu_count() or 1, len(jobs)))
+        if workers == 1:
+            parts = [self._batch(*job) for job in jobs]
+        else:
+            with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+                parts = list(pool.map(self._batch, *zip(*jobs)))
+        out = np.concatenate(parts) if parts else np.empty((0, len(self._outcomes), len(horizons)))
         return Risks(self.outcomes, horizons, out)
 
     def risk_on_day(self, truth: pa.Table, day: np.ndarray, horizons: Sequence[float], **options) -> Risks:
@@ -130,9 +141,9 @@ class Oracle:
             lengths.append(np.diff(cuts))
         return np.concatenate(people), np.concatenate(starts), np.concatenate(lengths)
 
-    def _batch(self, truth: pa.Table, age: np.ndarray, horizons, draws: int, rng, recorded: bool) -> np.ndarray:
+    def _batch(self, onset, static, birth_year, age: np.ndarray, horizons, draws: int, rng, recorded: bool
+               ) -> np.ndarray:
         m = self.model
-        onset, static, birth_year = self._state(truth)
         history = np.where(onset <= age[:, None], onset, np.nan)  # only the past is known
         person = np.repeat(np.arange(len(age)), draws)
         start, stop = age[person], age[person] + max(horizons)
