@@ -125,6 +125,21 @@ def test_drift_is_how_far_errors_moved_beyond_noise_and_it_widens_every_interval
     assert wider["tau2"].item() == pytest.approx(overall["tau2"].item() + expected - noise)
 
 
+def test_an_older_backtest_adds_its_evidence_as_far_as_the_drift_since_allows():
+    recent, older = _backtest([2000, 1000, 500], [1000] * 3), _backtest([2000, 1000, 500], [1000] * 3)
+    alone, _ = model_error(recent)
+    steady = pl.DataFrame({"outcome": ["x"], "horizon_years": [1.0], "drift": [0.0]})
+    pooled, _ = model_error(recent, steady, older)  # the same errors, and no drift: twice the evidence
+    assert pooled["log_correction"].to_numpy() == pytest.approx(alone["log_correction"].to_numpy(), abs=0.01)
+    assert pooled.filter(pl.col("group") == "all")["error_variance"].item() == pytest.approx(
+        alone.filter(pl.col("group") == "all")["error_variance"].item() / 2)
+    moved = _backtest([1000, 1000, 1000], [1000] * 3)  # the older backtest found no error at all
+    for drifted, weight in ((0.0, 3500.5 / (3500.5 + 3000.5)), (1e6, 1.0)):  # inverse variances: 1 / (O + 0.5)
+        mixed, _ = model_error(recent, steady.with_columns(drift=pl.lit(drifted)), moved)
+        everyone = mixed.filter(pl.col("group") == "all")["log_correction"].item()
+        assert everyone == pytest.approx(weight * np.log(3500.5 / 3000.5), rel=1e-3)
+
+
 def test_an_outcome_whose_own_drift_is_lost_in_noise_takes_the_drift_pooled_over_outcomes():
     both = lambda x, y: pl.concat([x, y.with_columns(outcome=pl.lit("y"))])  # noqa: E731
     recent = both(_backtest([2000, 1000, 500], [1000] * 3), _backtest([2000, 1000, 500], [1000] * 3))

@@ -15,7 +15,12 @@ second backtest measures how far the groups' log(O/E) moved in one horizon beyon
 noise, the drift δ²; it widens every interval too, as the error's likely move since the first
 backtest. One outcome's drift rests on one period's moves, and its Poisson noise often hides
 them (the estimate is clipped to 0), so an outcome's drift is never taken below the drift pooled
-over every outcome at that horizon. On simulated data the oracle check tests both steps.
+over every outcome at that horizon.
+
+The second backtest's evidence also joins the first's: each cell's log(O/E) is the two
+backtests' inverse-variance mean, the older one's variance larger by δ² (a random walk), so a
+group's correction rests on up to twice the cases where its error has held still. On simulated
+data the oracle check tests every step.
 """
 
 from __future__ import annotations
@@ -28,12 +33,16 @@ Z90 = 1.6449  # a two-sided 90% normal interval
 MIN_CASES = 10  # fewer observed cases in a group's backtest: it gets only its outcome's correction
 
 
-def model_error(backtest: pl.DataFrame, drift: pl.DataFrame | None = None) -> tuple[pl.DataFrame, pl.DataFrame]:
+def model_error(backtest: pl.DataFrame, drift: pl.DataFrame | None = None, older: pl.DataFrame | None = None
+                ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """From a backtest's observed_cases and model_cases_followed per group, outcome and horizon:
     each group's `log_correction` and `error_variance` (log-rate scale), and each outcome and
     horizon's overall log(O/E) `mu` and error variance `tau2`; both variances include the
-    `drift` (from `drift`) where given."""
+    `drift` (from `drift`) where given. With the `older` backtest too, each cell's log(O/E) is
+    both backtests' inverse-variance mean, the older one's variance counting the drift since."""
     cells = _log_ratios(backtest)
+    if older is not None and drift is not None:
+        cells = _pooled(cells, _log_ratios(older), drift)
     overall = cells.filter(pl.col("grouping") == "all").select(*CELL, pl.col("y").alias("mu"), pl.col("v").alias("v_mu"))
     groups = cells.filter(pl.col("grouping") != "all").join(overall, on=CELL)
     w = 1.0 / pl.col("v")
@@ -67,6 +76,19 @@ def drift(recent: pl.DataFrame, older: pl.DataFrame) -> pl.DataFrame:
     own = both.group_by(CELL).agg(moved.alias("own"))
     pooled = both.group_by("horizon_years").agg(moved.alias("pooled"))
     return own.join(pooled, on="horizon_years").select(*CELL, pl.max_horizontal("own", "pooled").alias("drift"))
+
+
+def _pooled(recent: pl.DataFrame, older: pl.DataFrame, drift: pl.DataFrame) -> pl.DataFrame:
+    """`recent`'s cells with the `older` backtest's evidence added: a log(O/E) one horizon older
+    is as good as a recent one whose variance is larger by the drift δ² (a random walk)."""
+    old = older.join(drift, on=CELL, how="left").select(
+        *KEYS, pl.col("o").alias("o_older"), pl.col("y").alias("y_older"),
+        (pl.col("v") + pl.col("drift").fill_null(0.0)).alias("v_older"))
+    w, w_older = 1.0 / pl.col("v"), (1.0 / pl.col("v_older")).fill_null(0.0)
+    return (recent.join(old, on=KEYS, how="left")
+            .with_columns(((w * pl.col("y") + w_older * pl.col("y_older").fill_null(0.0)) / (w + w_older)).alias("y"),
+                          (1.0 / (w + w_older)).alias("v"), (pl.col("o") + pl.col("o_older").fill_null(0.0)).alias("o"))
+            .drop("o_older", "y_older", "v_older"))
 
 
 def _log_ratios(backtest: pl.DataFrame) -> pl.DataFrame:

@@ -18,7 +18,8 @@ _BACKTEST = {True: "Backtest: the same forecast made one horizon before the land
                    "then happened (for at most {backtest_people:,} people, a random subsample); each rate is corrected by its group's observed/expected ratio then (shrunk "
                    "towards its outcome's overall ratio as far as that group's numbers are noisy), and both "
                    "intervals are widened by the model error the backtest found, and by how far that error "
-                   "moved between two backtests a horizon apart where the data reach back that far.",
+                   "moved between two backtests a horizon apart where the data reach back that far (the older "
+                   "backtest's ratios then join the recent ones, weighted down by that move).",
              False: "No backtest was asked for: the intervals leave out the model's own error."}
 _RISKS = {"analytic": "analytic risks (its rates read at the landmark and on each anniversary)",
           "rollout": "sampled futures (the share of futures with the outcome)"}

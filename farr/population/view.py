@@ -225,7 +225,8 @@ def _backtest_at(model, dataset, timelines, outcomes, ages, years: float, horizo
                          f"{2 * years:g} years before the landmark; its intervals assume the model errs as it did "
                          f"{years:g} years earlier")
         return model_error(past)
-    return model_error(past, drift(past, _backtest_table(model, dataset, timelines, older, outcomes, cfg)))
+    earlier = _backtest_table(model, dataset, timelines, older, outcomes, cfg)
+    return model_error(past, drift(past, earlier), earlier)
 
 
 def _backtest_cohort(timelines, ages, outcomes, cfg: PopulationConfig):
