@@ -14,9 +14,12 @@ from farr.events.io import read_outcomes
 from farr.forecast.landmark import landmark, landmark_ages, outcomes_for, timelines_for
 from farr.forecast.predict import forecast
 from farr.model.train import TrainConfig, load_model, train
+from farr.population import oracle as oracle_module
+from farr.population import view as view_module
 from farr.population.backtest import MIN_CASES, Z90, corrected, drift, model_error
 from farr.population.groups import AGE_BANDS, GROUPINGS, age_band, parse_groupings
 from farr.population.inequality import ridits, slope_indices
+from farr.population.oracle import MIN_DRAWS, draws_for
 from farr.population.rates import bootstrap_totals
 from farr.population.view import PHASES, PopulationConfig, _backtest_cohort, check_horizons, population_view
 from farr.simulate.simulator import simulate_dataset
@@ -270,6 +273,22 @@ def test_a_backtest_cohort_is_a_seeded_random_subsample_of_the_landmark_cohort(s
     assert np.array_equal(cut.people, _backtest_cohort(timelines, ages, outcomes, cfg).people)
     assert not np.array_equal(cut.people, whole.people[:len(cut.people)])  # random, not the first ones
     assert len(_backtest_cohort(timelines, ages, outcomes, PopulationConfig()).people) == len(whole.people)
+
+
+@pytest.mark.parametrize("people, asked, drawn", [(66_000, 100, 100), (200_000, 100, 50), (1_000_000, 100, 10),
+                                                  (10 ** 8, 100, MIN_DRAWS), (10 ** 8, 4, 4)])
+def test_a_large_cohort_gets_fewer_oracle_draws_a_person(people, asked, drawn):
+    assert draws_for(people, asked) == drawn
+
+
+def test_a_view_notes_when_the_oracle_drew_fewer_futures_than_asked(small, monkeypatch):
+    model, dataset = small
+    monkeypatch.setattr(oracle_module, "PERSON_DRAWS", 1_000)
+    monkeypatch.setattr(view_module, "PERSON_DRAWS", 1_000)
+    cfg = PopulationConfig(at="2018-01-01", horizons=(1.0,), samples=0, groupings=("sex",), backtest=False,
+                           **(SMALL | {"oracle_draws": 20}))
+    notes = population_view(model, dataset, cfg)["config"]["notes"]
+    assert any(n.startswith(f"the oracle simulated {MIN_DRAWS} futures a person, not 20") for n in notes)
 
 
 def test_rollout_risks_give_rates_near_the_analytic_ones(small):

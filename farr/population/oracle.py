@@ -10,12 +10,22 @@ from farr.forecast.truth import oracle_risk, simulated_truth
 from farr.population.groups import group_index
 from farr.population.rates import PER_100K, cell_table, group_sums
 
+PERSON_DRAWS = 10_000_000  # simulated futures in all: about 90 s on one core
+MIN_DRAWS = 10
+
 
 def _oracle_risk(dataset, timelines, mark, outcomes, horizons, *, draws: int, seed: int) -> np.ndarray | None:
     """(n, outcomes, horizons) true risk of each outcome being recorded within each horizon; None
     for a dataset without ground truth."""
     truth = simulated_truth(dataset)
     return None if truth is None else oracle_risk(*truth, timelines, mark, outcomes, horizons, draws=draws, seed=seed)
+
+
+def draws_for(people: int, draws: int) -> int:
+    """Futures per person: `draws`, or fewer in a large cohort, so that people × draws stays near
+    PERSON_DRAWS (never under MIN_DRAWS). Every group grows with the cohort, so its yardstick
+    error, about 1/sqrt(cases × draws), stays as small as in a cohort of PERSON_DRAWS / draws."""
+    return max(min(draws, MIN_DRAWS), min(draws, PERSON_DRAWS // max(people, 1)))
 
 
 def oracle_group_rates(dataset, timelines, mark, outcomes, horizons, groups: dict[str, np.ndarray],

@@ -33,7 +33,7 @@ from farr.population.backtest import corrected, drift, model_error
 from farr.population.disclosure import release_inequality, release_planning, release_rates
 from farr.population.groups import GROUPINGS, group_index, group_labels
 from farr.population.inequality import IMD_ORDER, imd_positions, slope_indices
-from farr.population.oracle import oracle_group_rates
+from farr.population.oracle import PERSON_DRAWS, draws_for, oracle_group_rates
 from farr.population.planning import project
 from farr.population.rates import (PER_100K, REPLICATES, GroupTotals, bootstrap_totals, cell_table, group_sums,
                                    ratio_interval)
@@ -55,6 +55,7 @@ class PopulationConfig:
     replicates: int = REPLICATES
     sdc: str = "opensafely"
     oracle_draws: int = 100  # the yardstick's own error: 1/sqrt(cases × draws), 2% for 20 cases a group
+    # (fewer draws in a cohort over 100,000 people, whose groups are larger: `oracle.draws_for`)
     backtest: bool = True  # correct rates and widen intervals by the model's error one horizon earlier
     backtest_people: int = 100_000  # at most this many people (a random subsample) in each backtest cohort
     seed: int = 0
@@ -154,7 +155,7 @@ def population_view(model_dir, dataset, cfg: PopulationConfig | None = None, *, 
             table = corrected(table, *error)
         step("oracle")
         oracle = oracle_group_rates(dataset, timelines, mark, outcomes, horizons, groups, at_risk,
-                                    draws=cfg.oracle_draws, seed=cfg.seed)
+                                    draws=_oracle_draws(len(mark.people), cfg), seed=cfg.seed)
         if oracle is None:
             cfg.notes.append("no ground truth in the dataset: no validation against the oracle")
         else:
@@ -179,6 +180,16 @@ def population_view(model_dir, dataset, cfg: PopulationConfig | None = None, *, 
     if oracle is not None:
         result["validation"] = validation_summary(table)
     return result
+
+
+def _oracle_draws(people: int, cfg: PopulationConfig) -> int:
+    """`oracle.draws_for`, with a note where a large cohort gets fewer draws than asked."""
+    draws = draws_for(people, cfg.oracle_draws)
+    if draws < cfg.oracle_draws:
+        cfg.notes.append(f"the oracle simulated {draws} futures a person, not {cfg.oracle_draws}: the cohort is over "
+                         f"{PERSON_DRAWS // cfg.oracle_draws:,} people, so its group rates are as precise as in a "
+                         f"cohort that size with {cfg.oracle_draws}")
+    return draws
 
 
 def landmark_groups(dataset, timelines, mark, cfg: PopulationConfig) -> dict[str, np.ndarray]:
