@@ -9,9 +9,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from farr.forecast.truth import truth_rows
 from farr.model.data import padded, registration_marked
 from farr.model.tokenizer import DAYS_PER_YEAR, Timelines
-from farr.forecast.truth import truth_rows
 from farr.simulate.oracle import EXACTLY_RECORDED
 
 
