@@ -16,7 +16,7 @@ from farr.forecast.predict import forecast
 from farr.model.train import TrainConfig, load_model, train
 from farr.population import oracle as oracle_module
 from farr.population import view as view_module
-from farr.population.backtest import MIN_CASES, Z90, corrected, drift, model_error
+from farr.population.backtest import MIN_CASES, Z90, corrected, drift, evidence, model_error, unrecorded
 from farr.population.groups import AGE_BANDS, GROUPINGS, age_band, parse_groupings
 from farr.population.inequality import ridits, slope_indices
 from farr.population.oracle import MIN_DRAWS, draws_for
@@ -154,6 +154,33 @@ def test_an_outcome_whose_own_drift_is_lost_in_noise_takes_the_drift_pooled_over
     assert got["x"] == pytest.approx(np.mean(moved) - np.mean(noise_x), rel=1e-6)
     assert got["y"] == pytest.approx((sum(moved) - sum(noise_x) - sum(noise_y)) / 8, rel=1e-6)
     assert 0 < got["y"] < got["x"]
+
+
+def test_a_shorter_horizon_borrows_the_longest_ones_departures_but_keeps_its_own_variance():
+    short = _backtest([500, 1000, 2000], [1000] * 3)
+    alike = evidence(_backtest([2500, 5000, 10000], [5000] * 3).with_columns(horizon_years=pl.lit(5.0)))
+    flat = evidence(_backtest([5000] * 3, [5000] * 3).with_columns(horizon_years=pl.lit(5.0)))
+    own, _ = model_error(short)
+    same, _ = model_error(short, longer=alike)  # the same departures on five times the cases
+    pulled, _ = model_error(short, longer=flat)  # no departures there: this one's are pulled in a little
+    assert same["error_variance"].to_numpy() == pytest.approx(own["error_variance"].to_numpy())
+    assert same["log_correction"].to_numpy() == pytest.approx(own["log_correction"].to_numpy(), abs=0.01)
+    mu = own.filter(pl.col("group") == "all")["log_correction"].item()
+    for group in ("g0", "g2"):
+        mine, there = (t.filter(pl.col("group") == group)["log_correction"].item() for t in (own, pulled))
+        assert abs(there - mu) < abs(mine - mu) and (there - mu) * (mine - mu) > 0
+
+
+def test_an_outcome_the_backtest_never_saw_recorded_is_left_uncorrected():
+    never = _backtest([0, 0, 0], [20.0] * 3)  # the model expected 60 cases; none were recorded then
+    rare = _backtest([0, 0], [1.0, 2.0])  # 3 expected: no cases is within chance
+    assert unrecorded(never).rows() == [("x", 1.0)] and unrecorded(rare).is_empty()
+    error, overall = model_error(never)
+    assert error.is_empty() and overall.is_empty()
+    table = pl.DataFrame({"grouping": ["all"], "group": ["all"], "outcome": "x", "horizon_years": 1.0,
+                          "expected_cases": 60.0, "rate_per_100k": 100.0, "ci_lower_per_100k": 90.0,
+                          "ci_upper_per_100k": 110.0, "pi_lower_per_100k": 80.0, "pi_upper_per_100k": 120.0})
+    assert corrected(table, error, overall).row(0, named=True)["rate_per_100k"] == 100.0
 
 
 def test_corrections_scale_rates_and_widen_both_intervals():

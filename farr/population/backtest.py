@@ -19,8 +19,20 @@ over every outcome at that horizon.
 
 The second backtest's evidence also joins the first's: each cell's log(O/E) is the two
 backtests' inverse-variance mean, the older one's variance larger by δ² (a random walk), so a
-group's correction rests on up to twice the cases where its error has held still. On simulated
-data the oracle check tests every step.
+group's correction rests on up to twice the cases where its error has held still.
+
+A shorter horizon's backtest sees few cases in a group; the longest horizon's sees several times
+as many. Each group's departure from its outcome's overall log(O/E) at the longest horizon joins
+the shorter horizon's as evidence for its correction, its variance larger by how far the two
+horizons' departures differ beyond their Poisson noise (measured as the drift is). Only the
+correction borrows: the interval keeps the cell's own error variance, because the longer backtest
+is years older and the discrepancy rests on one pair of backtests; on the simulator, intervals
+narrowed by the borrowed evidence covered the oracle too rarely.
+
+An outcome the backtest's whole cohort never had recorded, though the model expected at least
+`MIN_CASES` cases, did not yet exist in the data then (a new disease, a new code): the backtest
+cannot measure the model's error for it, so it corrects none of its rates. On simulated data the
+oracle check tests every step.
 """
 
 from __future__ import annotations
@@ -33,16 +45,37 @@ Z90 = 1.6449  # a two-sided 90% normal interval
 MIN_CASES = 10  # fewer observed cases in a group's backtest: it gets only its outcome's correction
 
 
-def model_error(backtest: pl.DataFrame, drift: pl.DataFrame | None = None, older: pl.DataFrame | None = None
-                ) -> tuple[pl.DataFrame, pl.DataFrame]:
+def model_error(backtest: pl.DataFrame, drift: pl.DataFrame | None = None, older: pl.DataFrame | None = None,
+                *, longer: pl.DataFrame | None = None) -> tuple[pl.DataFrame, pl.DataFrame]:
     """From a backtest's observed_cases and model_cases_followed per group, outcome and horizon:
     each group's `log_correction` and `error_variance` (log-rate scale), and each outcome and
     horizon's overall log(O/E) `mu` and error variance `tau2`; both variances include the
     `drift` (from `drift`) where given. With the `older` backtest too, each cell's log(O/E) is
-    both backtests' inverse-variance mean, the older one's variance counting the drift since."""
+    both backtests' inverse-variance mean, the older one's variance counting the drift since.
+    With `longer`, a longer horizon's `evidence`, each correction borrows its group's departure
+    at the longest horizon there; the error variances stay the cell's own."""
+    cells = evidence(backtest, drift, older)
+    error, outcome_wide = _shrunk(cells)
+    if longer is not None:
+        point, _ = _shrunk(_borrowed(cells, longer))
+        error = point.drop("error_variance").join(error.select(*KEYS, "error_variance"), on=KEYS, how="left")
+    if drift is None:
+        return error, outcome_wide
+    return _plus_drift(error, "error_variance", drift), _plus_drift(outcome_wide, "tau2", drift)
+
+
+def evidence(backtest: pl.DataFrame, drift: pl.DataFrame | None = None, older: pl.DataFrame | None = None
+             ) -> pl.DataFrame:
+    """Each cell's observed `o`, log(O/E) `y` and its variance `v`, the `older` backtest pooled in."""
     cells = _log_ratios(backtest)
     if older is not None and drift is not None:
         cells = _pooled(cells, _log_ratios(older), drift)
+    return cells
+
+
+def _shrunk(cells: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Each group's log(O/E) shrunk towards its outcome's overall one (empirical Bayes), with the
+    variance left; and each outcome's overall `mu` and between-group variance `tau2`."""
     overall = cells.filter(pl.col("grouping") == "all").select(*CELL, pl.col("y").alias("mu"), pl.col("v").alias("v_mu"))
     groups = cells.filter(pl.col("grouping") != "all").join(overall, on=CELL)
     w = 1.0 / pl.col("v")
@@ -60,17 +93,36 @@ def model_error(backtest: pl.DataFrame, drift: pl.DataFrame | None = None, older
                               pl.col("mu").alias("log_correction"), pl.col("v_mu").alias("error_variance"))
     outcome_wide = overall.join(tau2, on=CELL, how="left").with_columns(
         (pl.col("tau2").fill_null(0.0) + pl.col("v_mu")).alias("tau2")).drop("v_mu")
-    error = pl.concat([everyone, corrected.select(everyone.columns)])
-    if drift is None:
-        return error, outcome_wide
-    return _plus_drift(error, "error_variance", drift), _plus_drift(outcome_wide, "tau2", drift)
+    return pl.concat([everyone, corrected.select(everyone.columns)]), outcome_wide
+
+
+def _borrowed(cells: pl.DataFrame, longer: pl.DataFrame) -> pl.DataFrame:
+    """`cells` with each group's departure from its outcome's overall log(O/E) at the longest
+    horizon of `longer` pooled in, that evidence's variance larger by the two horizons' discrepancy."""
+    longest = _departures(longer.filter(pl.col("horizon_years") == pl.col("horizon_years").max())).select(
+        "grouping", "group", "outcome", pl.col("departure").alias("longer"), pl.col("v").alias("v_longer"),
+        pl.col("o").alias("o_longer"))
+    here_plus_there = pl.col("y") - pl.col("departure") + pl.col("longer")  # the outcome's log(O/E) + the departure
+    as_own = (_departures(cells).join(longest, on=["grouping", "group", "outcome"])
+              .select(*KEYS, pl.col("o_longer").alias("o"), here_plus_there.alias("y"), pl.col("v_longer").alias("v")))
+    return _pooled(cells, as_own, _moves(cells, as_own))
+
+
+def _departures(cells: pl.DataFrame) -> pl.DataFrame:
+    overall = cells.filter(pl.col("grouping") == "all").select(*CELL, pl.col("y").alias("mu"))
+    return cells.join(overall, on=CELL).with_columns((pl.col("y") - pl.col("mu")).alias("departure"))
 
 
 def drift(recent: pl.DataFrame, older: pl.DataFrame) -> pl.DataFrame:
     """Per outcome and horizon, `drift` δ²: the mean over groups (with `MIN_CASES` in both) of the
     squared move in log(O/E) between an `older` backtest and a `recent` one, less its Poisson
     variance; never below 0, nor below the same mean over every outcome's groups at that horizon."""
-    both = (_log_ratios(recent).join(_log_ratios(older), on=KEYS, suffix="_older")
+    return _moves(_log_ratios(recent), _log_ratios(older))
+
+
+def _moves(recent: pl.DataFrame, older: pl.DataFrame) -> pl.DataFrame:
+    """`drift` between two tables of cells (`evidence`)."""
+    both = (recent.join(older, on=KEYS, suffix="_older")
             .filter((pl.col("o") >= MIN_CASES) & (pl.col("o_older") >= MIN_CASES)))
     moved = ((pl.col("y") - pl.col("y_older")) ** 2 - pl.col("v") - pl.col("v_older")).mean().clip(lower_bound=0.0)
     own = both.group_by(CELL).agg(moved.alias("own"))
@@ -91,9 +143,17 @@ def _pooled(recent: pl.DataFrame, older: pl.DataFrame, drift: pl.DataFrame) -> p
             .drop("o_older", "y_older", "v_older"))
 
 
+def unrecorded(backtest: pl.DataFrame) -> pl.DataFrame:
+    """The outcomes and horizons (`CELL`) the backtest's whole cohort never had recorded, though the
+    model expected at least `MIN_CASES` cases: not yet in the data then, so not correctable."""
+    return backtest.filter((pl.col("grouping") == "all") & (pl.col("observed_cases") == 0)
+                           & (pl.col("model_cases_followed") >= MIN_CASES)).select(*CELL)
+
+
 def _log_ratios(backtest: pl.DataFrame) -> pl.DataFrame:
-    """Each cell's observed `o`, expected `e`, log(O/E) `y` (half a case added to both) and its variance `v`."""
-    return (backtest.filter(pl.col("model_cases_followed") > 0)
+    """Each cell's observed `o`, expected `e`, log(O/E) `y` (half a case added to both) and its
+    variance `v`; none for an outcome `unrecorded` then."""
+    return (backtest.filter(pl.col("model_cases_followed") > 0).join(unrecorded(backtest), on=CELL, how="anti")
             .with_columns(pl.col("observed_cases").cast(pl.Float64).fill_null(0.0).alias("o"),
                           pl.col("model_cases_followed").alias("e"))
             .with_columns(((pl.col("o") + 0.5) / (pl.col("e") + 0.5)).log().alias("y"),

@@ -29,7 +29,7 @@ from farr.forecast.risk import model_risk, not_at_risk, rollout_risk
 from farr.model.card import data_window, read_card
 from farr.model.train import load_model
 from farr.privacy.sdc import resolve_profile
-from farr.population.backtest import corrected, drift, model_error
+from farr.population.backtest import corrected, drift, evidence, model_error, unrecorded
 from farr.population.disclosure import release_inequality, release_planning, release_rates
 from farr.population.groups import GROUPINGS, group_index, group_labels
 from farr.population.inequality import IMD_ORDER, imd_positions, slope_indices
@@ -207,12 +207,16 @@ def landmark_risks(model, timelines, mark, outcomes, cfg: PopulationConfig) -> t
 def backtest(model, dataset, timelines, outcomes, at: str, cfg: PopulationConfig):
     """The model's error per group (`backtest.model_error`) for each horizon h, from the latest
     landmark whose h-year follow-up is complete (ceil(h) years before `at`), with its drift from
-    a second landmark as far back again where the data reach. None (with a note) where the data
-    reach back for no horizon."""
+    a second landmark as far back again where the data reach; shorter horizons borrow the longest
+    one's evidence. None (with a note) where the data reach back for no horizon."""
     ages = landmark_ages(timelines, at)
-    distances = sorted({float(np.ceil(h)) for h in cfg.horizons})
-    parts = [part for years in distances if (part := _backtest_at(
-        model, dataset, timelines, outcomes, ages, years, [h for h in cfg.horizons if np.ceil(h) == years], cfg))]
+    longer, parts = None, []
+    for years in sorted({float(np.ceil(h)) for h in cfg.horizons}, reverse=True):  # the longest first
+        tables = _backtest_at(model, dataset, timelines, outcomes, ages, years,
+                              [h for h in cfg.horizons if np.ceil(h) == years], cfg)
+        if tables:
+            parts.append(model_error(*tables, longer=longer))
+            longer = evidence(*tables) if longer is None else longer
     if not parts:
         return None
     return tuple(pl.concat(tables) for tables in zip(*parts))
@@ -220,8 +224,9 @@ def backtest(model, dataset, timelines, outcomes, at: str, cfg: PopulationConfig
 
 def _backtest_at(model, dataset, timelines, outcomes, ages, years: float, horizons: list[float],
                  cfg: PopulationConfig):
-    """`model_error` of `horizons` from a landmark `years` before the landmark `ages`; None (with a
-    note) where nobody was registered then."""
+    """(backtest, drift, older backtest) of `horizons` from landmarks `years` and twice `years`
+    before the landmark `ages` (only the first where nobody was registered then); None (with a
+    note) where nobody was registered `years` before."""
     cfg = replace(cfg, horizons=tuple(horizons))  # the same notes list: the copy is shallow
     recent = _backtest_cohort(timelines, ages - years, outcomes, cfg)
     if not len(recent.people):
@@ -230,14 +235,22 @@ def _backtest_at(model, dataset, timelines, outcomes, ages, years: float, horizo
                          "leave out the model's error")
         return None
     past = _backtest_table(model, dataset, timelines, recent, outcomes, cfg)
+    _note_unrecorded(past, cfg)
     older = _backtest_cohort(timelines, ages - 2 * years, outcomes, cfg)
     if not len(older.people):
         cfg.notes.append(f"no drift estimate for the {_years(horizons)} horizon: nobody in the data was registered "
                          f"{2 * years:g} years before the landmark; its intervals assume the model errs as it did "
                          f"{years:g} years earlier")
-        return model_error(past)
+        return (past,)
     earlier = _backtest_table(model, dataset, timelines, older, outcomes, cfg)
-    return model_error(past, drift(past, earlier), earlier)
+    return past, drift(past, earlier), earlier
+
+
+def _note_unrecorded(past: pl.DataFrame, cfg: PopulationConfig) -> None:
+    for outcome, horizon in unrecorded(past).rows():
+        cfg.notes.append(f"no backtest correction of {outcome} ({horizon:g}-year): the backtest cohort never had it "
+                         "recorded though the model expected cases (it was not yet in the data), so its rates are "
+                         "the model's own and its intervals leave out the model's error")
 
 
 def _backtest_cohort(timelines, ages, outcomes, cfg: PopulationConfig):
