@@ -162,14 +162,16 @@ class GuardedStrategy(Strategy):
                              f"({str(metrics.get('vocabulary_sha256'))[:12]}, agreed {self.vocabulary_sha256[:12]}); "
                              "re-run the vocabulary agreement with every site")
         self.site_of[cid] = name
-        record = self.records.setdefault(name, {"rounds": [], "dropouts": [], "rejected": []})
-        record.update({k: metrics[k] for k in ("manifest_sha256", "patients", "events") if k in metrics})
+        self._record(name).update({k: metrics[k] for k in ("manifest_sha256", "patients", "events") if k in metrics})
         return name
 
     def _dropout(self, cid: str, server_round: int) -> str:
         name = self.site_of.get(cid, f"node-{cid}")
-        self.records.setdefault(name, {"rounds": [], "dropouts": [], "rejected": []})["dropouts"].append(server_round)
+        self._record(name)["dropouts"].append(server_round)
         return name
+
+    def _record(self, name: str) -> dict:
+        return self.records.setdefault(name, {"rounds": [], "dropouts": [], "rejected": []})
 
     def configure_evaluate(self, server_round, parameters, client_manager):
         return []
