@@ -20,7 +20,9 @@ _BACKTEST = {True: "Backtest: the same forecast made one horizon before the land
                    "towards its outcome's overall ratio as far as that group's numbers are noisy), and both "
                    "intervals are widened by the model error the backtest found, and by how far that error "
                    "moved between two backtests a horizon apart where the data reach back that far (the older "
-                   "backtest's ratios then join the recent ones, weighted down by that move).",
+                   "backtest's ratios then join the recent ones, weighted down by that move). A shorter "
+                   "horizon's corrections also draw on each group's ratio at the longest horizon, weighted "
+                   "down by how far the two horizons' ratios differ.",
              False: "No backtest was asked for: the intervals leave out the model's own error."}
 _RISKS = {"analytic": "analytic risks (its rates read at the landmark and on each anniversary)",
           "rollout": "sampled futures (the share of futures with the outcome)"}
