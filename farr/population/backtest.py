@@ -76,7 +76,7 @@ def evidence(backtest: pl.DataFrame, drift: pl.DataFrame | None = None, older: p
 def _shrunk(cells: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Each group's log(O/E) shrunk towards its outcome's overall one (empirical Bayes), with the
     variance left; and each outcome's overall `mu` and between-group variance `tau2`."""
-    overall = cells.filter(pl.col("grouping") == "all").select(*CELL, pl.col("y").alias("mu"), pl.col("v").alias("v_mu"))
+    overall = _overall(cells)
     groups = cells.filter(pl.col("grouping") != "all").join(overall, on=CELL)
     w = 1.0 / pl.col("v")
     spread = (w * (pl.col("y") - pl.col("mu")) ** 2).sum() - (pl.len() - 1)  # Cochran's Q minus its expectation
@@ -109,8 +109,13 @@ def _borrowed(cells: pl.DataFrame, longer: pl.DataFrame) -> pl.DataFrame:
 
 
 def _departures(cells: pl.DataFrame) -> pl.DataFrame:
-    overall = cells.filter(pl.col("grouping") == "all").select(*CELL, pl.col("y").alias("mu"))
-    return cells.join(overall, on=CELL).with_columns((pl.col("y") - pl.col("mu")).alias("departure"))
+    departure = (pl.col("y") - pl.col("mu")).alias("departure")
+    return cells.join(_overall(cells).drop("v_mu"), on=CELL).with_columns(departure)
+
+
+def _overall(cells: pl.DataFrame) -> pl.DataFrame:
+    """Each outcome and horizon's overall log(O/E) `mu` and its variance `v_mu`."""
+    return cells.filter(pl.col("grouping") == "all").select(*CELL, pl.col("y").alias("mu"), pl.col("v").alias("v_mu"))
 
 
 def drift(recent: pl.DataFrame, older: pl.DataFrame) -> pl.DataFrame:

@@ -216,7 +216,8 @@ def backtest(model, dataset, timelines, outcomes, at: str, cfg: PopulationConfig
                               [h for h in cfg.horizons if np.ceil(h) == years], cfg)
         if tables:
             parts.append(model_error(*tables, longer=longer))
-            longer = evidence(*tables) if longer is None else longer
+            if longer is None:
+                longer = evidence(*tables)
     if not parts:
         return None
     return tuple(pl.concat(tables) for tables in zip(*parts))
