@@ -13,7 +13,7 @@ from farr.model.card import read_card
 from farr.model.data import (NO_EVENT_ID, PREFIX, RECALL_SHARE, TrainingBatches, _targets, landmark_histories,
                              predictable, registration_marked, window)
 from farr.model.gpt import IGNORE, MIN_YEARS, GPTConfig, TimelineGPT
-from farr.model.sampling import _Context
+from farr.model.sampling import _Context, sample_events
 from farr.model.train import CHECKPOINT, load_model, train
 
 
@@ -41,6 +41,21 @@ def test_cached_step_equals_a_full_forward_pass():
         for position in range(10, 16):
             step = model.step(tokens[:, position], ages[:, position], torch.full((3,), position), padded)
             torch.testing.assert_close(step, full[:, position], rtol=1e-4, atol=1e-4)
+
+
+def test_copies_of_a_context_sample_as_the_repeated_contexts_do():
+    model = _model()
+    tokens, ages = _timelines(3)
+    last, until = torch.full((3,), 9), ages[:, 9].repeat_interleave(2) + 20
+    runs = [sample_events(model, *contexts, until, stop=[], never=[0], generator=torch.Generator().manual_seed(1),
+                          max_events=30, copies=copies)
+            for contexts, copies in (((tokens, ages, last), 2),
+                                     ((tokens.repeat_interleave(2, 0), ages.repeat_interleave(2, 0),
+                                       last.repeat_interleave(2)), 1))]
+    assert len(runs[0].row) > 0 and set(runs[0].row.tolist()) == set(range(6))
+    for field in ("row", "token"):
+        np.testing.assert_array_equal(getattr(runs[0], field), getattr(runs[1], field))
+    np.testing.assert_allclose(runs[0].age, runs[1].age, rtol=1e-5)
 
 
 def test_rates_at_chosen_positions_equal_those_of_a_full_forward_pass():

@@ -38,10 +38,9 @@ def sample_futures(model: TimelineGPT, timelines: Timelines, mark: Landmark, yea
     for lo in range(0, len(mark.people), per_batch):
         rows = np.arange(lo, min(lo + per_batch, len(mark.people)))
         tokens, ages, last = landmark_histories(timelines, mark.people[rows], mark.age[rows], model.cfg.block_size)
-        repeat = lambda x: x.repeat_interleave(draws, dim=0)  # noqa: E731
         until = torch.from_numpy(np.repeat(mark.age[rows] + years, draws).astype(np.float32))
-        sampled = sample_events(model, repeat(tokens), repeat(ages), repeat(last), until, stop=stop_tokens,
-                                never=[NO_EVENT_ID], generator=generator, max_events=max_events)
+        sampled = sample_events(model, tokens, ages, last, until, stop=stop_tokens, never=[NO_EVENT_ID],
+                                generator=generator, max_events=max_events, copies=draws)
         parts.append((rows[sampled.row // draws], sampled.row % draws, sampled.token, sampled.age))
     return Futures(*(np.concatenate(x) for x in zip(*parts))) if parts else Futures(*(np.zeros(0),) * 4)
 

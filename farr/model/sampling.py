@@ -37,12 +37,13 @@ class Sampled:
 @torch.no_grad()
 def sample_events(model: TimelineGPT, tokens: torch.Tensor, ages: torch.Tensor, last: torch.Tensor,
                   until: torch.Tensor, *, stop: list[int], never: list[int], generator: torch.Generator,
-                  max_events: int) -> Sampled:
+                  max_events: int, copies: int = 1) -> Sampled:
     """Sample forward from left-aligned contexts `tokens`, `ages` (n, w), whose last real token is
-    at `last` (n,), until each row's age `until` (n,), a `stop` token or `max_events` events.
-    Tokens in `never` are not sampled."""
+    at `last` (n,), until each row's age `until` (n × copies,), a `stop` token or `max_events`
+    events. Each context is sampled `copies` times (rows i·copies to i·copies + copies − 1), and
+    encoded once. Tokens in `never` are not sampled."""
     device = model.mask.device
-    state = _Context(model, tokens.to(device), ages.to(device), last.to(device))
+    state = _Context(model, tokens.to(device), ages.to(device), last.to(device), copies)
     stop_tokens, never_tokens, until = (torch.tensor(stop, dtype=torch.long, device=device),
                                         torch.tensor(never, dtype=torch.long, device=device), until.to(device))
     found: list[tuple[torch.Tensor, ...]] = []
@@ -81,7 +82,8 @@ def draw_tokens(rate: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
 class _Context:
     """The rows' token windows (each `block` wide), the model's key/value cache and next-event rates."""
 
-    def __init__(self, model: TimelineGPT, tokens: torch.Tensor, ages: torch.Tensor, last: torch.Tensor):
+    def __init__(self, model: TimelineGPT, tokens: torch.Tensor, ages: torch.Tensor, last: torch.Tensor,
+                 copies: int = 1):
         n, self.model, self.block, self.device = len(last), model, model.cfg.block_size, last.device
         self.tokens = torch.full((n, self.block), PAD_ID, dtype=torch.long, device=self.device)
         self.ages = torch.zeros((n, self.block), device=self.device)
@@ -92,6 +94,9 @@ class _Context:
         self.cache = [(torch.zeros(0), torch.zeros(0))] * model.cfg.n_layer
         self.rate = torch.empty(n, model.cfg.vocab_size, device=self.device)
         self._prefill(torch.ones(n, dtype=torch.bool, device=self.device))
+        if copies > 1:  # each context encoded once, then its rows copied
+            self._take(torch.arange(n, device=self.device).repeat_interleave(copies))
+            self.rows = torch.arange(n * copies, device=self.device)
 
     def age_at_last(self) -> torch.Tensor:
         return self.ages[self._index(), self.last]
@@ -103,7 +108,7 @@ class _Context:
         """Append each row's `token` at `age` (finished rows' appends are never read)."""
         if self.alive.sum() < len(self.alive) / 2:
             keep = self.alive
-            self._compact(keep)
+            self._take(keep)
             token, age = token[keep], age[keep]
             if not keep.any():
                 return
@@ -146,7 +151,8 @@ class _Context:
             x[row] = torch.cat([x[row, keep], x.new_full((self.block - len(keep),), empty)])
         self.last[row] = len(keep) - 1
 
-    def _compact(self, keep: torch.Tensor) -> None:
+    def _take(self, index: torch.Tensor) -> None:
+        """Keep the rows `index` selects (a mask, or positions that may repeat)."""
         self.rows, self.tokens, self.ages, self.last, self.alive, self.rate = (
-            x[keep] for x in (self.rows, self.tokens, self.ages, self.last, self.alive, self.rate))
-        self.cache = [(k[keep], v[keep]) for k, v in self.cache]
+            x[index] for x in (self.rows, self.tokens, self.ages, self.last, self.alive, self.rate))
+        self.cache = [(k[index], v[index]) for k, v in self.cache]
