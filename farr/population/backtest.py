@@ -102,7 +102,7 @@ def _borrowed(cells: pl.DataFrame, longer: pl.DataFrame) -> pl.DataFrame:
     longest = _departures(longer.filter(pl.col("horizon_years") == pl.col("horizon_years").max())).select(
         "grouping", "group", "outcome", pl.col("departure").alias("longer"), pl.col("v").alias("v_longer"),
         pl.col("o").alias("o_longer"))
-    here_plus_there = pl.col("y") - pl.col("departure") + pl.col("longer")  # the outcome's log(O/E) + the departure
+    here_plus_there = pl.col("mu") + pl.col("longer")  # the outcome's log(O/E) here + the group's departure there
     as_own = (_departures(cells).join(longest, on=["grouping", "group", "outcome"])
               .select(*KEYS, pl.col("o_longer").alias("o"), here_plus_there.alias("y"), pl.col("v_longer").alias("v")))
     return _pooled(cells, as_own, _moves(cells, as_own))
