@@ -287,7 +287,8 @@ def population_command(
     horizon: str = typer.Option("1y,5y", "--horizon", help="Horizons, e.g. 1y,5y."),
     out: Path = typer.Option(..., "--out", help="Directory for the CSV tables and the report."),
     at: str = typer.Option(None, "--at", help="Landmark date (YYYY-MM-DD); default: the dataset's last recorded date."),
-    samples: int = typer.Option(2, "--samples", help="Sampled futures per person for the planning projections (0: none)."),
+    samples: int = typer.Option(2, "--samples", help="Futures sampled per person of a subsample, for the planning "
+                                "projections and to scale the analytic risks (0: neither)."),
     risks: str = typer.Option("analytic", "--risks", help="analytic, or rollout: from --samples sampled futures."),
     sdc: str = typer.Option("opensafely", "--sdc", help="Disclosure control profile: opensafely or minimum10."),
     backtest: bool = typer.Option(True, "--backtest/--no-backtest",

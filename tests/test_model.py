@@ -250,3 +250,24 @@ def test_sampling_past_a_full_window_recalls_history_and_keeps_the_cache_exact()
     for tokens_of, ages_of in zip(context.tokens, context.ages):
         body = ages_of[PREFIX:][tokens_of[PREFIX:] > 0]
         assert (body.diff() >= 0).all()  # recalled codes, then recent ones, in time order
+
+
+def test_rates_integrated_along_sampled_paths_average_to_the_chance_of_a_first_event():
+    model = _model()
+    tokens, ages = _timelines(2)
+    draws, ends = 2000, torch.tensor([0.2, 1.0])
+    start = ages[:, 9].repeat_interleave(draws)
+    groups = torch.zeros(30, 2)
+    groups[[5, 6], 0], groups[20, 1] = 1.0, 1.0
+    sampled = sample_events(model, tokens, ages, torch.full((2,), 9), start + 1.0, stop=[], never=[0],
+                            generator=torch.Generator().manual_seed(3), max_events=40, copies=draws,
+                            watch=(groups, start[:, None] + ends))
+    first = np.full((2 * draws, 2), np.inf)
+    for g in range(2):
+        hit = groups[sampled.token, g].numpy() > 0
+        np.minimum.at(first[:, g], sampled.row[hit], sampled.age[hit] - start.numpy()[sampled.row[hit]])
+    for e, end in enumerate(ends.tolist()):
+        occurred = (first <= end).reshape(2, draws, 2)
+        exposed = sampled.exposed[:, :, e].reshape(2, draws, 2)
+        np.testing.assert_allclose(exposed.mean(axis=1), occurred.mean(axis=1), atol=0.035)
+        assert (exposed.std(axis=1) < occurred.std(axis=1)).all()  # less noise than counting events

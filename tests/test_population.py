@@ -16,6 +16,8 @@ from farr.forecast.predict import forecast
 from farr.model.train import TrainConfig, load_model, train
 from farr.population import oracle as oracle_module
 from farr.population import view as view_module
+from farr.population import calibration
+from farr.population.calibration import calibrated, rollout_factors
 from farr.population.backtest import MIN_CASES, Z90, corrected, drift, evidence, model_error, unrecorded
 from farr.population.groups import AGE_BANDS, GROUPINGS, age_band, parse_groupings
 from farr.population.inequality import ridits, slope_indices
@@ -318,16 +320,34 @@ def test_a_view_notes_when_the_oracle_drew_fewer_futures_than_asked(small, monke
     assert any(n.startswith(f"the oracle simulated {MIN_DRAWS} futures a person, not 20") for n in notes)
 
 
-def test_rollout_risks_give_rates_near_the_analytic_ones(small):
-    """With a model that has barely learnt (rates nearly flat over time), sampled futures and the rate
-    held for the horizon agree up to Monte Carlo error."""
+def test_analytic_rates_are_scaled_to_the_sampled_futures_in_each_age_band(small, monkeypatch):
+    """When every person's futures are sampled, the analytic rates of each age band are scaled to
+    what the same futures give as per-person risks (`--risks rollout`, same seed)."""
     model, dataset = small
-    common = dict(at="2018-01-01", horizons=(1.0,), samples=8, groupings=("sex",), sdc="minimum10", backtest=False,
-                  **SMALL)
+    monkeypatch.setattr(calibration, "MIN_PEOPLE", 1)  # every band of this small cohort has its own factors
+    common = dict(at="2018-01-01", horizons=(1.0, 2.0), samples=4, groupings=("age_band",), sdc="minimum10",
+                  backtest=False, **(SMALL | {"planning_people": 10 ** 6}))
     rates = {kind: population_view(model, dataset, PopulationConfig(risks=kind, **common))["group_rates"]
-             .filter(pl.col("grouping") == "all").sort("outcome") for kind in ("analytic", "rollout")}
+             .sort("group", "outcome", "horizon_years") for kind in ("analytic", "rollout")}
     analytic, rollout = (rates[k]["rate_per_100k"].to_numpy().astype(float) for k in ("analytic", "rollout"))
-    assert np.nanmedian(np.abs(rollout / analytic - 1)) < 0.25
+    compared = rollout > 0
+    assert compared.sum() > 20
+    np.testing.assert_allclose(analytic[compared], rollout[compared], rtol=0.02)
+
+
+def test_sampled_over_analytic_risk_scales_each_age_bands_risks():
+    analytic = np.full((300 + 50, 2, 1), 0.1)
+    sampled = analytic.copy()
+    sampled[:300, 0] = 0.2  # outcome 0: twice the analytic risk among the 300 aged 30
+    age = np.r_[np.full(300, 30.0), np.full(50, 70.0)]
+    factors = rollout_factors(analytic, sampled, age)
+    np.testing.assert_allclose(factors["30-44"][:, 0], [2.0, 1.0])
+    np.testing.assert_allclose(factors["65-74"], factors["all"])  # too few sampled people for their own
+    risk = calibrated(np.array([[[0.1], [0.1]]] * 3 + [[[0.7], [0.1]]], np.float32),
+                      np.array([30.0, 70.0, 90.0, 30.0]), factors)
+    np.testing.assert_allclose(risk[0, :, 0], [0.2, 0.1], rtol=1e-6)
+    np.testing.assert_allclose(risk[1:3, 0, 0], 0.1 * factors["all"][0, 0], rtol=1e-6)  # unsampled band: all
+    assert risk[3, 0, 0] == 1.0  # a risk, at most 1
 
 
 def test_without_follow_up_there_are_no_observed_rates(small):

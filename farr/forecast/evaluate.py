@@ -18,10 +18,10 @@ import torch
 from farr.events.io import read_outcomes
 from farr.forecast import metrics as m
 from farr.forecast.baselines import incidence_floor, supervised_baseline
-from farr.forecast.generate import sampled_first_occurrences
+from farr.forecast.generate import expected_first_occurrences
 from farr.forecast.landmark import Landmark, labels, landmark, landmark_ages, outcomes_for, timelines_for
 from farr.forecast.likelihood import excess_nll
-from farr.forecast.risk import model_risk, not_at_risk, rollout_risk
+from farr.forecast.risk import model_risk, not_at_risk
 from farr.forecast.truth import oracle_risk, simulated_truth
 from farr.model.data import NO_EVENT_ID, TrainingBatches
 from farr.model.tokenizer import SPLIT_PERCENT, Timelines
@@ -129,8 +129,7 @@ def _rollout_check(model, timelines, test: Landmark, outcomes, horizons, analyti
     rng = np.random.default_rng(cfg.seed)
     pick = np.sort(rng.choice(len(test.people), min(cfg.rollout_people, len(test.people)), replace=False))
     sub = test.subset(pick)
-    first = sampled_first_occurrences(model, timelines, outcomes, sub, max(horizons), cfg.rollout_draws, cfg.seed)
-    sampled = rollout_risk(first, horizons)
+    sampled = expected_first_occurrences(model, timelines, outcomes, sub, horizons, cfg.rollout_draws, cfg.seed)
     blocked = not_at_risk(sub, outcomes)[:, :, None]
     table = _landmark_metrics(sub, outcomes, horizons, {"rollout": np.where(blocked, np.nan, sampled),
                                                          "analytic": analytic[pick]})

@@ -28,34 +28,49 @@ class Futures:
     draw: np.ndarray
     token: np.ndarray
     age: np.ndarray
+    exposed: np.ndarray | None = None  # (people, draws, outcomes, horizons), where asked for
 
 
 def sample_futures(model: TimelineGPT, timelines: Timelines, mark: Landmark, years: float, draws: int, *,
-                   stop_tokens: list[int], seed: int = 0, max_events: int = 512) -> Futures:
+                   stop_tokens: list[int], seed: int = 0, max_events: int = 512,
+                   watch: tuple[list[Outcome], list[float]] | None = None) -> Futures:
+    """`draws` futures of each person, `years` long. With `watch` = (outcomes, horizons), also
+    each future's rate of each outcome integrated to each horizon (`sampling.sample_events`)."""
     generator = torch.Generator().manual_seed(seed)
     per_batch = max(1, ROWS_PER_BATCH // draws)
-    parts = []
+    groups = None if watch is None else _one_hot(torch.from_numpy(outcome_lookup(watch[0], model.cfg.vocab_size)),
+                                                 len(watch[0]))
+    parts, exposed = [], []
     for lo in range(0, len(mark.people), per_batch):
         rows = np.arange(lo, min(lo + per_batch, len(mark.people)))
         tokens, ages, last = landmark_histories(timelines, mark.people[rows], mark.age[rows], model.cfg.block_size)
-        until = torch.from_numpy(np.repeat(mark.age[rows] + years, draws).astype(np.float32))
-        sampled = sample_events(model, tokens, ages, last, until, stop=stop_tokens, never=[NO_EVENT_ID],
-                                generator=generator, max_events=max_events, copies=draws)
+        start = np.repeat(mark.age[rows], draws).astype(np.float32)
+        ends = torch.from_numpy(start[:, None] + np.asarray(watch[1] if watch else [], np.float32))
+        sampled = sample_events(model, tokens, ages, last, torch.from_numpy(start + np.float32(years)),
+                                stop=stop_tokens, never=[NO_EVENT_ID], generator=generator, max_events=max_events,
+                                copies=draws, watch=None if watch is None else (groups, ends))
         parts.append((rows[sampled.row // draws], sampled.row % draws, sampled.token, sampled.age))
-    return Futures(*(np.concatenate(x) for x in zip(*parts))) if parts else Futures(*(np.zeros(0),) * 4)
+        exposed.append(sampled.exposed)
+    futures = Futures(*(np.concatenate(x) for x in zip(*parts))) if parts else Futures(*(np.zeros(0),) * 4)
+    if watch is not None:
+        shape = (len(mark.people), draws, len(watch[0]), len(watch[1]))
+        futures.exposed = np.concatenate(exposed).reshape(shape) if exposed else np.zeros(shape)
+    return futures
+
+
+def _one_hot(which: torch.Tensor, groups: int) -> torch.Tensor:
+    """(V, groups) 0/1 from each token's group index (-1: none)."""
+    return torch.nn.functional.one_hot(which.clamp(min=0), groups).float() * (which >= 0)[:, None]
 
 
 def death_tokens(outcomes: list[Outcome]) -> list[int]:
     return [i for o in outcomes if o.name == "death" for i in o.tokens.tolist()]
 
 
-def sampled_first_occurrences(model: TimelineGPT, timelines: Timelines, outcomes: list[Outcome], mark: Landmark,
-                              years: float, draws: int, seed: int) -> np.ndarray:
-    """(people, draws, outcomes) years from the landmark to each outcome's first sampled event."""
-    futures = sample_futures(model, timelines, mark, years, draws, stop_tokens=death_tokens(outcomes), seed=seed)
-    first = np.full((len(mark.people), draws, len(outcomes)), np.inf)
-    which = outcome_lookup(outcomes, model.cfg.vocab_size)[futures.token]
-    hit = which >= 0
-    np.minimum.at(first, (futures.row[hit], futures.draw[hit], which[hit]),
-                  futures.age[hit] - mark.age[futures.row[hit]])
-    return first
+def expected_first_occurrences(model: TimelineGPT, timelines: Timelines, outcomes: list[Outcome], mark: Landmark,
+                               horizons: list[float], draws: int, seed: int) -> np.ndarray:
+    """(people, outcomes, horizons) probability of each outcome's first event within each horizon,
+    as the mean over `draws` sampled futures of its rate integrated along them."""
+    futures = sample_futures(model, timelines, mark, max(horizons), draws, stop_tokens=death_tokens(outcomes),
+                             seed=seed, watch=(outcomes, list(horizons)))
+    return np.minimum(futures.exposed.mean(axis=1), 1.0)  # a probability, though a path's integral can pass 1

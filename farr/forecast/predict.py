@@ -9,9 +9,9 @@ import numpy as np
 import polars as pl
 
 from farr.events.io import read_outcomes
-from farr.forecast.generate import death_tokens, sample_futures, sampled_first_occurrences
+from farr.forecast.generate import death_tokens, expected_first_occurrences, sample_futures
 from farr.forecast.landmark import Landmark, Outcome, landmark, landmark_ages, outcomes_for, timelines_for
-from farr.forecast.risk import model_risk, not_at_risk, rollout_risk
+from farr.forecast.risk import model_risk, not_at_risk
 from farr.model.data import predictable
 from farr.model.train import load_model
 
@@ -56,8 +56,8 @@ def forecast(model_dir, dataset, at: str, horizons: list[float], out: str | Path
     blocked = not_at_risk(mark, outcomes)[:, :, None]
     columns = {"risk": np.where(blocked, np.nan, risk)}
     if draws:
-        first = sampled_first_occurrences(model, timelines, outcomes, mark, max(horizons), draws, seed)
-        columns["risk_sampled"] = np.where(blocked, np.nan, rollout_risk(first, horizons))
+        sampled = expected_first_occurrences(model, timelines, outcomes, mark, horizons, draws, seed)
+        columns["risk_sampled"] = np.where(blocked, np.nan, sampled)
     table = _long_table(timelines, mark, outcomes, horizons, columns)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

@@ -5,8 +5,10 @@ anniversary after it (a "no event" query token per year, so ageing and calendar 
 a pandemic, move the rate) gives the cumulative hazard Λ_k(h) = Σ_i λ_k,i · (share of year i
 inside h), and P(k within h) = 1 − exp(−Λ_k(h)). With no anniversaries this is Delphi's reading:
 the landmark rate held for the horizon. Monte Carlo: whole future timelines are sampled from
-the model (`generate.py`) and the risk is the share of them in which the outcome occurs within
-h, so later events can change what follows.
+the model (`generate.py`) and the risk is the mean over them of the outcome's rate integrated
+along each up to its first event within h, so later events can change what follows (and an
+outcome that comes just after another event, as a diagnosis after the admission that finds it,
+is counted, where the analytic reading misses it).
 """
 
 from __future__ import annotations
@@ -73,12 +75,6 @@ def analytic_risk(rates: np.ndarray, horizons: list[float]) -> np.ndarray:
     length = np.clip(np.asarray(horizons, dtype=float)[:, None] - start, 0.0, None)  # (horizons, years)
     length[:, :-1] = np.minimum(length[:, :-1], 1.0)
     return 1.0 - np.exp(-(rates @ length.T))
-
-
-def rollout_risk(first: np.ndarray, horizons: list[float]) -> np.ndarray:
-    """(n, outcomes, horizons) share of sampled futures with the outcome within each horizon,
-    from `first` (n, draws, outcomes): years to its first occurrence in each sampled future."""
-    return np.stack([(first <= h).mean(axis=1) for h in horizons], axis=-1)
 
 
 def not_at_risk(mark: Landmark, outcomes: list[Outcome]) -> np.ndarray:

@@ -32,32 +32,63 @@ class Sampled:
     row: np.ndarray
     token: np.ndarray
     age: np.ndarray
+    exposed: np.ndarray | None = None  # (rows, groups, ends) see `sample_events`'s `watch`
 
 
 @torch.no_grad()
 def sample_events(model: TimelineGPT, tokens: torch.Tensor, ages: torch.Tensor, last: torch.Tensor,
                   until: torch.Tensor, *, stop: list[int], never: list[int], generator: torch.Generator,
-                  max_events: int, copies: int = 1) -> Sampled:
+                  max_events: int, copies: int = 1, watch: tuple[torch.Tensor, torch.Tensor] | None = None
+                  ) -> Sampled:
     """Sample forward from left-aligned contexts `tokens`, `ages` (n, w), whose last real token is
     at `last` (n,), until each row's age `until` (n × copies,), a `stop` token or `max_events`
     events. Each context is sampled `copies` times (rows i·copies to i·copies + copies − 1), and
-    encoded once. Tokens in `never` are not sampled."""
+    encoded once. Tokens in `never` are not sampled.
+
+    `watch` = (groups (V, G) 0/1, ends (n × copies, E) ages): also returns each row's `exposed`
+    (rows, G, E), the rate of each group's tokens integrated along the sampled path up to each
+    end, stopped at the group's first sampled event. Its mean over paths is the probability of
+    that first event by the end (the compensator of a counting process has the same expectation
+    as the count), with far less noise than the 0/1 of whether it was sampled."""
     device = model.mask.device
     state = _Context(model, tokens.to(device), ages.to(device), last.to(device), copies)
     stop_tokens, never_tokens, until = (torch.tensor(stop, dtype=torch.long, device=device),
                                         torch.tensor(never, dtype=torch.long, device=device), until.to(device))
+    exposure = _Exposure(*(x.to(device) for x in watch)) if watch is not None else None
     found: list[tuple[torch.Tensor, ...]] = []
     for _ in range(max_events):
         if not state.alive.any():
             break
-        token, age = _draw(state.rate, never_tokens, state.age_at_last(), generator)
+        now = state.age_at_last()
+        token, age = _draw(state.rate, never_tokens, now, generator)
         happened = state.alive & (age <= until[state.rows])
+        if exposure is not None:
+            exposure.add(state.rows[state.alive], state.rate[state.alive], now[state.alive], age[state.alive])
+            exposure.seen(state.rows[happened], token[happened])
         found.append((state.rows[happened], token[happened], age[happened]))
         state.alive = happened & ~torch.isin(token, stop_tokens)
         state.advance(token, age)
+    exposed = exposure.total.cpu().numpy() if exposure is not None else None
     if not found:
-        return Sampled(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0))
-    return Sampled(*(torch.cat(x).cpu().numpy() for x in zip(*found)))
+        return Sampled(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0), exposed)
+    return Sampled(*(torch.cat(x).cpu().numpy() for x in zip(*found)), exposed)
+
+
+class _Exposure:
+    """Rates of token groups integrated along sampled paths, each group until its first event."""
+
+    def __init__(self, groups: torch.Tensor, ends: torch.Tensor):
+        self.groups, self.ends = groups.float(), ends
+        self.total = torch.zeros(len(ends), groups.shape[1], ends.shape[1], device=ends.device)
+        self.open = torch.ones(len(ends), groups.shape[1], device=ends.device)
+
+    def add(self, rows: torch.Tensor, rate: torch.Tensor, now: torch.Tensor, next_age: torch.Tensor) -> None:
+        """The wait from `now` to `next_age` of `rows`, at their current `rate` (rows, V)."""
+        waited = (torch.minimum(next_age[:, None], self.ends[rows]) - now[:, None]).clamp(min=0.0)
+        self.total[rows] += ((rate.float() @ self.groups) * self.open[rows])[:, :, None] * waited[:, None, :]
+
+    def seen(self, rows: torch.Tensor, token: torch.Tensor) -> None:
+        self.open[rows] *= 1.0 - self.groups[token]
 
 
 def _draw(rate: torch.Tensor, never: torch.Tensor, now: torch.Tensor, generator: torch.Generator):

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
-from farr.forecast.generate import death_tokens, sample_futures
+from farr.forecast.generate import Futures, death_tokens, sample_futures
 from farr.forecast.landmark import Landmark, Outcome, outcome_lookup
 from farr.population.rates import INTERVAL, bootstrap_totals
 
@@ -26,12 +26,22 @@ def planning_measures(outcomes: list[Outcome]) -> list[str]:
     return [m for m, outcome in MEASURES.items() if outcome in names] + [NEW_DIAGNOSES]
 
 
-def yearly_counts(model, timelines, mark: Landmark, outcomes: list[Outcome], years: int, draws: int,
-                  seed: int) -> np.ndarray:
-    """(people, years × measures) events per person per year, averaged over `draws` futures."""
-    futures = sample_futures(model, timelines, mark, float(years), draws, stop_tokens=death_tokens(outcomes),
-                             seed=seed)
-    which = outcome_lookup(outcomes, model.cfg.vocab_size)[futures.token]
+def rollouts(model, timelines, mark: Landmark, outcomes: list[Outcome], horizons: list[float], *, draws: int,
+             people: int, seed: int) -> tuple[np.ndarray, Futures]:
+    """(sample, futures): a random `people` of the landmark rows (all of them when fewer), and
+    `draws` futures of each for the longest horizon in whole years, with each outcome's rate
+    integrated to each horizon (`Futures.exposed`)."""
+    rng = np.random.default_rng(seed)
+    sample = np.sort(rng.choice(len(mark.people), min(people, len(mark.people)), replace=False))
+    futures = sample_futures(model, timelines, mark.subset(sample), float(np.ceil(max(horizons))), draws,
+                             stop_tokens=death_tokens(outcomes), seed=seed, watch=(outcomes, list(horizons)))
+    return sample, futures
+
+
+def yearly_counts(futures: Futures, mark: Landmark, outcomes: list[Outcome], years: int, draws: int) -> np.ndarray:
+    """(people, years × measures) events per person per year, averaged over the `draws` futures
+    of each person of `mark`."""
+    which = outcome_lookup(outcomes, int(futures.token.max(initial=0)) + 1)[futures.token]
     year = np.minimum((futures.age - mark.age[futures.row]).astype(int), years - 1)
     measures = planning_measures(outcomes)
     counts = np.zeros((len(mark.people), years, len(measures)))
@@ -58,13 +68,12 @@ def _new_diagnoses(futures, which, year, mark: Landmark, outcomes, years: int, d
     return counts
 
 
-def project(model, timelines, mark: Landmark, outcomes: list[Outcome], regions: np.ndarray, *, years: int,
-            draws: int, people: int, replicates: int, seed: int) -> pl.DataFrame:
+def project(futures: Futures, sample: np.ndarray, mark: Landmark, outcomes: list[Outcome], regions: np.ndarray, *,
+            years: int, draws: int, replicates: int, seed: int) -> pl.DataFrame:
     """Long table: region, measure, year (1 = the first year after the landmark), projected
-    count with its 90% interval, people in the region and people whose futures were sampled."""
-    rng = np.random.default_rng(seed)
-    sample = np.sort(rng.choice(len(mark.people), min(people, len(mark.people)), replace=False))
-    counts = yearly_counts(model, timelines, mark.subset(sample), outcomes, years, draws, seed)
+    count with its 90% interval, people in the region and people whose futures were sampled,
+    from the `rollouts` of the landmark rows `sample`."""
+    counts = yearly_counts(futures, mark.subset(sample), outcomes, years, draws)
     sums = bootstrap_totals({"region": regions[sample]}, counts, replicates=replicates, seed=seed)["region"]
     names, population = np.unique(regions, return_counts=True)
     scale = population[np.searchsorted(names, sums.names)].astype(float)

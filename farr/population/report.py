@@ -24,8 +24,11 @@ _BACKTEST = {True: "Backtest: the same forecast made one horizon before the land
                    "horizon's corrections also draw on each group's ratio at the longest horizon, weighted "
                    "down by how far the two horizons' ratios differ.",
              False: "No backtest was asked for: the intervals leave out the model's own error."}
-_RISKS = {"analytic": "analytic risks (its rates read at the landmark and on each anniversary)",
-          "rollout": "sampled futures (the share of futures with the outcome)"}
+_RISKS = {"analytic": "analytic risks (its rates read at the landmark and on each anniversary), scaled in "
+                      "each age band to the risks of the futures sampled for the planning subsample, in which "
+                      "cases that come after other events (a diagnosis coded in the admission that finds it) "
+                      "count too",
+          "rollout": "sampled futures (each future's rate of the outcome integrated along it to its first event)"}
 
 
 def _panels(count: int, width: float = 3.2, height: float = 2.4):

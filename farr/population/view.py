@@ -16,6 +16,7 @@ import logging
 import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -24,17 +25,18 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
 from farr.events.io import read_outcomes
 from farr.forecast.landmark import landmark, landmark_ages, labels, outcomes_for, timelines_for
-from farr.forecast.generate import sampled_first_occurrences
-from farr.forecast.risk import model_risk, not_at_risk, rollout_risk
+from farr.forecast.generate import expected_first_occurrences
+from farr.forecast.risk import model_risk, not_at_risk
 from farr.model.card import data_window, read_card
 from farr.model.train import load_model
 from farr.privacy.sdc import resolve_profile
 from farr.population.backtest import corrected, drift, evidence, model_error, unrecorded
+from farr.population.calibration import calibrated, rollout_factors
 from farr.population.disclosure import release_inequality, release_planning, release_rates
 from farr.population.groups import GROUPINGS, group_index, group_labels
 from farr.population.inequality import IMD_ORDER, imd_positions, slope_indices
 from farr.population.oracle import PERSON_DRAWS, draws_for, oracle_group_rates
-from farr.population.planning import project
+from farr.population.planning import project, rollouts
 from farr.population.rates import (PER_100K, REPLICATES, GroupTotals, bootstrap_totals, cell_table, group_sums,
                                    ratio_interval)
 
@@ -49,7 +51,8 @@ class PopulationConfig:
     groupings: tuple[str, ...] = tuple(GROUPINGS)
     horizons: tuple[float, ...] = (1.0, 5.0)
     at: str | None = None  # landmark date (or age); default: the last recorded date in the dataset
-    samples: int = 2  # sampled futures per person for the planning projections (0: no projections)
+    samples: int = 2  # futures per sampled person, for the planning projections and the scaling of analytic
+    # risks (`calibration.py`); 0: neither
     risks: str = "analytic"  # or "rollout": each person's risks from `samples` sampled futures (slower)
     planning_people: int = 10_000  # people whose futures are sampled (a random subsample)
     replicates: int = REPLICATES
@@ -77,11 +80,10 @@ def check_horizons(model_dir, horizons) -> float:
 
 def person_risks(model, timelines, mark, outcomes, cfg: PopulationConfig) -> np.ndarray:
     """(n, outcomes, horizons): analytic (the rates read at the landmark and on each anniversary),
-    or the share of `samples` sampled futures with the outcome (new conditions play out too)."""
+    or from `samples` sampled futures of each person (new conditions play out too)."""
     if cfg.risks == "analytic":
         return model_risk(model, timelines, mark, outcomes, list(cfg.horizons), bf16=cfg.bf16)
-    first = sampled_first_occurrences(model, timelines, outcomes, mark, max(cfg.horizons), cfg.samples, cfg.seed)
-    return rollout_risk(first, list(cfg.horizons))
+    return expected_first_occurrences(model, timelines, outcomes, mark, list(cfg.horizons), cfg.samples, cfg.seed)
 
 
 def landmark_cohort(model_dir, dataset, at: str | None):
@@ -99,7 +101,7 @@ def landmark_cohort(model_dir, dataset, at: str | None):
     return model, timelines, outcomes, at, mark
 
 
-PHASES = ("landmark cohort", "per-person risks", "group totals", "backtest", "oracle", "planning rollouts",
+PHASES = ("landmark cohort", "per-person risks", "sampled futures", "group totals", "backtest", "oracle",
           "disclosure control")
 
 
@@ -142,6 +144,10 @@ def population_view(model_dir, dataset, cfg: PopulationConfig | None = None, *, 
         groups = landmark_groups(dataset, timelines, mark, cfg)
         step("per-person risks")
         at_risk, risk = landmark_risks(model, timelines, mark, outcomes, cfg)
+        step("sampled futures")
+        planning, factors = sampled_futures(model, timelines, mark, outcomes, groups, at_risk, risk, cfg)
+        risk = risk if factors is None else calibrated(risk, mark.age, factors)
+        risks_of = partial(scaled_risks, model, timelines, outcomes, cfg, factors)
         step("group totals")
         flat = risk.reshape(len(risk), -1)
         sums = bootstrap_totals(groups, np.concatenate([flat, at_risk, flat * (1 - flat)], axis=1),
@@ -150,7 +156,7 @@ def population_view(model_dir, dataset, cfg: PopulationConfig | None = None, *, 
         table = rates_table(sums, names, horizons, seed=cfg.seed).join(
             observed_table(groups, mark, outcomes, horizons, risk), how="left", on=KEYS)
         step("backtest")
-        error = backtest(model, dataset, timelines, outcomes, at, cfg) if cfg.backtest else None
+        error = backtest(risks_of, dataset, timelines, outcomes, at, cfg) if cfg.backtest else None
         if error is not None:
             table = corrected(table, *error)
         step("oracle")
@@ -160,10 +166,6 @@ def population_view(model_dir, dataset, cfg: PopulationConfig | None = None, *, 
             cfg.notes.append("no ground truth in the dataset: no validation against the oracle")
         else:
             table = table.join(oracle, how="left", on=KEYS)
-        step("planning rollouts")
-        planning = project(model, timelines, mark, outcomes, groups.get("region", groups["all"]),
-                           years=int(np.ceil(max(horizons))), draws=cfg.samples, people=cfg.planning_people,
-                           replicates=cfg.replicates, seed=cfg.seed) if cfg.samples else None
         step("disclosure control")
         rates, rate_sdc = release_rates(table, cfg.sdc)
     everyone = rates.filter(pl.col("grouping") == "all")["people"][0]  # released (rounded), never the raw count
@@ -204,15 +206,46 @@ def landmark_risks(model, timelines, mark, outcomes, cfg: PopulationConfig) -> t
     return at_risk, risk.astype(np.float32)
 
 
-def backtest(model, dataset, timelines, outcomes, at: str, cfg: PopulationConfig):
+def sampled_futures(model, timelines, mark, outcomes, groups, at_risk, risk, cfg: PopulationConfig):
+    """(planning table, factors): futures of a subsample of the cohort give the planning
+    projections and, for analytic risks, the factors that scale them to the futures
+    (`calibration.py`); (None, None) without samples, and None factors for rollout risks."""
+    if not cfg.samples:
+        if cfg.risks == "analytic":
+            cfg.notes.append("no sampled futures (--samples 0): no planning projections, and the rates are the "
+                             "analytic reading alone, which misses cases that come after other events")
+        return None, None
+    horizons = list(cfg.horizons)
+    sample, futures = rollouts(model, timelines, mark, outcomes, horizons, draws=cfg.samples,
+                               people=cfg.planning_people, seed=cfg.seed)
+    planning = project(futures, sample, mark, outcomes, groups.get("region", groups["all"]),
+                       years=int(np.ceil(max(horizons))), draws=cfg.samples, replicates=cfg.replicates, seed=cfg.seed)
+    if cfg.risks != "analytic":
+        return planning, None
+    sampled = np.where(at_risk[sample, :, None], futures.exposed.mean(axis=1), 0.0)
+    return planning, rollout_factors(risk[sample], sampled, mark.age[sample])
+
+
+def scaled_risks(model, timelines, outcomes, cfg: PopulationConfig, factors, mark, horizons) -> np.ndarray:
+    """A cohort's `landmark_risks` for `horizons` (some of the view's), scaled by the sampled
+    futures' `factors` where there are any."""
+    _, risk = landmark_risks(model, timelines, mark, outcomes, replace(cfg, horizons=tuple(horizons)))
+    if factors is None:
+        return risk
+    columns = [list(cfg.horizons).index(h) for h in horizons]
+    return calibrated(risk, mark.age, {band: factor[:, columns] for band, factor in factors.items()})
+
+
+def backtest(risks_of, dataset, timelines, outcomes, at: str, cfg: PopulationConfig):
     """The model's error per group (`backtest.model_error`) for each horizon h, from the latest
     landmark whose h-year follow-up is complete (ceil(h) years before `at`), with its drift from
     a second landmark as far back again where the data reach; shorter horizons borrow the longest
-    one's evidence. None (with a note) where the data reach back for no horizon."""
+    one's evidence. None (with a note) where the data reach back for no horizon. `risks_of(cohort,
+    horizons)` gives a cohort's per-person risks as the view reads them (scaled alike)."""
     ages = landmark_ages(timelines, at)
     longer, parts = None, []
     for years in sorted({float(np.ceil(h)) for h in cfg.horizons}, reverse=True):  # the longest first
-        tables = _backtest_at(model, dataset, timelines, outcomes, ages, years,
+        tables = _backtest_at(risks_of, dataset, timelines, outcomes, ages, years,
                               [h for h in cfg.horizons if np.ceil(h) == years], cfg)
         if tables:
             parts.append(model_error(*tables, longer=longer))
@@ -223,7 +256,7 @@ def backtest(model, dataset, timelines, outcomes, at: str, cfg: PopulationConfig
     return tuple(pl.concat(tables) for tables in zip(*parts))
 
 
-def _backtest_at(model, dataset, timelines, outcomes, ages, years: float, horizons: list[float],
+def _backtest_at(risks_of, dataset, timelines, outcomes, ages, years: float, horizons: list[float],
                  cfg: PopulationConfig):
     """(backtest, drift, older backtest) of `horizons` from landmarks `years` and twice `years`
     before the landmark `ages` (only the first where nobody was registered then); None (with a
@@ -235,7 +268,7 @@ def _backtest_at(model, dataset, timelines, outcomes, ages, years: float, horizo
                          f"{years:g} years before the landmark; its rates are the model's own and its intervals "
                          "leave out the model's error")
         return None
-    past = _backtest_table(model, dataset, timelines, recent, outcomes, cfg)
+    past = _backtest_table(risks_of, dataset, timelines, recent, outcomes, cfg)
     _note_unrecorded(past, cfg)
     older = _backtest_cohort(timelines, ages - 2 * years, outcomes, cfg)
     if not len(older.people):
@@ -243,7 +276,7 @@ def _backtest_at(model, dataset, timelines, outcomes, ages, years: float, horizo
                          f"{2 * years:g} years before the landmark; its intervals assume the model errs as it did "
                          f"{years:g} years earlier")
         return (past,)
-    earlier = _backtest_table(model, dataset, timelines, older, outcomes, cfg)
+    earlier = _backtest_table(risks_of, dataset, timelines, older, outcomes, cfg)
     return past, drift(past, earlier), earlier
 
 
@@ -266,8 +299,8 @@ def _backtest_cohort(timelines, ages, outcomes, cfg: PopulationConfig):
     return cohort.subset(np.sort(rng.choice(len(cohort.people), cfg.backtest_people, replace=False)))
 
 
-def _backtest_table(model, dataset, timelines, mark, outcomes, cfg: PopulationConfig) -> pl.DataFrame:
-    _, risk = landmark_risks(model, timelines, mark, outcomes, cfg)
+def _backtest_table(risks_of, dataset, timelines, mark, outcomes, cfg: PopulationConfig) -> pl.DataFrame:
+    risk = risks_of(mark, cfg.horizons)
     return observed_table(landmark_groups(dataset, timelines, mark, cfg), mark, outcomes, list(cfg.horizons), risk)
 
 
