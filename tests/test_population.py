@@ -318,6 +318,7 @@ def test_a_view_notes_when_the_oracle_drew_fewer_futures_than_asked(small, monke
                            **(SMALL | {"oracle_draws": 20}))
     notes = population_view(model, dataset, cfg)["config"]["notes"]
     assert any(n.startswith(f"the oracle simulated {MIN_DRAWS} futures a person, not 20") for n in notes)
+    assert any(n.startswith("no sampled futures (--samples 0)") for n in notes)  # so the risks are not scaled
 
 
 def test_analytic_rates_are_scaled_to_the_sampled_futures_in_each_age_band(small, monkeypatch):
