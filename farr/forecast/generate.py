@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from farr.forecast.landmark import Landmark, Outcome, outcome_lookup
+from farr.forecast.landmark import Landmark, Outcome, outcome_columns
 from farr.model.data import NO_EVENT_ID, landmark_histories
 from farr.model.gpt import TimelineGPT
 from farr.model.sampling import sample_events
@@ -38,14 +38,13 @@ def sample_futures(model: TimelineGPT, timelines: Timelines, mark: Landmark, yea
     each future's rate of each outcome integrated to each horizon (`sampling.sample_events`)."""
     generator = torch.Generator().manual_seed(seed)
     per_batch = max(1, ROWS_PER_BATCH // draws)
-    groups = None if watch is None else _one_hot(torch.from_numpy(outcome_lookup(watch[0], model.cfg.vocab_size)),
-                                                 len(watch[0]))
+    groups = None if watch is None else torch.from_numpy(outcome_columns(watch[0], model.cfg.vocab_size))
     parts, exposed = [], []
     for lo in range(0, len(mark.people), per_batch):
         rows = np.arange(lo, min(lo + per_batch, len(mark.people)))
         tokens, ages, last = landmark_histories(timelines, mark.people[rows], mark.age[rows], model.cfg.block_size)
         start = np.repeat(mark.age[rows], draws).astype(np.float32)
-        ends = torch.from_numpy(start[:, None] + np.asarray(watch[1] if watch else [], np.float32))
+        ends = None if watch is None else torch.from_numpy(start[:, None] + np.asarray(watch[1], np.float32))
         sampled = sample_events(model, tokens, ages, last, torch.from_numpy(start + np.float32(years)),
                                 stop=stop_tokens, never=[NO_EVENT_ID], generator=generator, max_events=max_events,
                                 copies=draws, watch=None if watch is None else (groups, ends))
@@ -56,11 +55,6 @@ def sample_futures(model: TimelineGPT, timelines: Timelines, mark: Landmark, yea
         shape = (len(mark.people), draws, len(watch[0]), len(watch[1]))
         futures.exposed = np.concatenate(exposed).reshape(shape) if exposed else np.zeros(shape)
     return futures
-
-
-def _one_hot(which: torch.Tensor, groups: int) -> torch.Tensor:
-    """(V, groups) 0/1 from each token's group index (-1: none)."""
-    return torch.nn.functional.one_hot(which.clamp(min=0), groups).float() * (which >= 0)[:, None]
 
 
 def death_tokens(outcomes: list[Outcome]) -> list[int]:

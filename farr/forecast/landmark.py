@@ -114,6 +114,14 @@ def outcome_lookup(outcomes: list[Outcome], vocabulary_size: int) -> np.ndarray:
     return lookup
 
 
+def outcome_columns(outcomes: list[Outcome], vocabulary_size: int) -> np.ndarray:
+    """(vocabulary_size, outcomes) 0/1: which tokens mark each outcome (rates @ it: each outcome's rate)."""
+    columns = np.zeros((vocabulary_size, len(outcomes)), np.float32)
+    for j, outcome in enumerate(outcomes):
+        columns[outcome.tokens, j] = 1.0
+    return columns
+
+
 def labels(mark: Landmark, outcomes: list[Outcome], horizon: float) -> tuple[np.ndarray, np.ndarray]:
     """(event within horizon, usable) per person and outcome.
 

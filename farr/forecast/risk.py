@@ -18,7 +18,7 @@ import math
 import numpy as np
 import torch
 
-from farr.forecast.landmark import Landmark, Outcome
+from farr.forecast.landmark import Landmark, Outcome, outcome_columns
 from farr.model.data import history_lengths, landmark_histories
 from farr.model.gpt import TimelineGPT
 from farr.model.tokenizer import Timelines
@@ -42,9 +42,7 @@ def outcome_rates(model: TimelineGPT, timelines: Timelines, mark: Landmark, outc
     then differ by about 1%)."""
     device = next(model.parameters()).device
     block = model.cfg.block_size
-    columns = torch.zeros(model.cfg.vocab_size, len(outcomes), device=device)
-    for j, outcome in enumerate(outcomes):
-        columns[torch.as_tensor(outcome.tokens, device=device), j] = 1.0
+    columns = torch.from_numpy(outcome_columns(outcomes, model.cfg.vocab_size)).to(device)
     queries = torch.arange(1 + years_after, device=device)
     order = np.argsort(history_lengths(timelines, mark.people, mark.age, block), kind="stable")
     out = np.empty((len(mark.people), len(outcomes), 1 + years_after), np.float32)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from farr.population.groups import age_band
+from farr.population.groups import age_band, group_index
 
 MIN_PEOPLE = 200  # sampled people an age band needs for its own factors (else those of everyone)
 
@@ -42,7 +42,6 @@ def rollout_factors(analytic: np.ndarray, sampled: np.ndarray, age: np.ndarray) 
 def calibrated(risk: np.ndarray, age: np.ndarray, factors: dict[str, np.ndarray]) -> np.ndarray:
     """`risk` (n, outcomes, horizons) scaled by each person's age band's factors (those of
     everyone for a band the subsample did not hold), to at most 1."""
-    bands = age_band(age)
-    scale = np.stack([factors.get(band, factors["all"]) for band in np.unique(bands)])
-    scale = scale[np.unique(bands, return_inverse=True)[1]]
+    bands, index = group_index(age_band(age))
+    scale = np.stack([factors.get(band, factors["all"]) for band in bands])[index]
     return np.minimum(risk * scale, 1.0).astype(risk.dtype)
