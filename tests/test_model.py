@@ -1,6 +1,7 @@
 """The timeline model: exact cached sampling, a loss that learns, and checkpoints that resume."""
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -24,34 +25,35 @@ def _model(vocab=30, **kw):
     return TimelineGPT(GPTConfig(vocab_size=vocab, block_size=16, n_layer=2, n_head=2, n_embd=16, **kw), mask).eval()
 
 
-def _timelines(n: int, length: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
-    """Random tokens (never padding) and ascending ages."""
-    return torch.randint(1, 30, (n, length)), torch.sort(torch.rand(n, length) * 80, dim=1).values
+def _timelines(n: int, length: int = 16) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Random tokens (never padding), ascending ages and birth dates (years since 1970)."""
+    return (torch.randint(1, 30, (n, length)), torch.sort(torch.rand(n, length) * 80, dim=1).values,
+            torch.rand(n) * 60 - 30)
 
 
 def test_cached_step_equals_a_full_forward_pass():
     model = _model()
-    tokens, ages = _timelines(3)
+    tokens, ages, born = _timelines(3)
     with torch.no_grad():
-        full = model.log_rates(tokens, ages)
+        full = model.log_rates(tokens, ages, born)
         cache = []
-        model.log_rates(tokens[:, :10], ages[:, :10], cache)
+        model.log_rates(tokens[:, :10], ages[:, :10], born, cache)
         padded = [(torch.cat([k, torch.zeros_like(k)[:, :, :6]], 2), torch.cat([v, torch.zeros_like(v)[:, :, :6]], 2))
                   for k, v in cache]
         for position in range(10, 16):
-            step = model.step(tokens[:, position], ages[:, position], torch.full((3,), position), padded)
+            step = model.step(tokens[:, position], ages[:, position], born, torch.full((3,), position), padded)
             torch.testing.assert_close(step, full[:, position], rtol=1e-4, atol=1e-4)
 
 
 def test_copies_of_a_context_sample_as_the_repeated_contexts_do():
     model = _model()
-    tokens, ages = _timelines(3)
+    tokens, ages, born = _timelines(3)
     last, until = torch.full((3,), 9), ages[:, 9].repeat_interleave(2) + 20
     runs = [sample_events(model, *contexts, until, stop=[], never=[0], generator=torch.Generator().manual_seed(1),
                           max_events=30, copies=copies)
-            for contexts, copies in (((tokens, ages, last), 2),
+            for contexts, copies in (((tokens, ages, born, last), 2),
                                      ((tokens.repeat_interleave(2, 0), ages.repeat_interleave(2, 0),
-                                       last.repeat_interleave(2)), 1))]
+                                       born.repeat_interleave(2), last.repeat_interleave(2)), 1))]
     assert len(runs[0].row) > 0 and set(runs[0].row.tolist()) == set(range(6))
     for field in ("row", "token"):
         np.testing.assert_array_equal(getattr(runs[0], field), getattr(runs[1], field))
@@ -60,13 +62,13 @@ def test_copies_of_a_context_sample_as_the_repeated_contexts_do():
 
 def test_rates_at_chosen_positions_equal_those_of_a_full_forward_pass():
     model = _model()
-    tokens, ages = _timelines(4)
+    tokens, ages, born = _timelines(4)
     with torch.no_grad():
-        full = model.log_rates(tokens, ages)
+        full = model.log_rates(tokens, ages, born)
         one = torch.tensor([3, 15, 0, 9])
-        torch.testing.assert_close(model.log_rates(tokens, ages, at=one), full[torch.arange(4), one])
+        torch.testing.assert_close(model.log_rates(tokens, ages, born, at=one), full[torch.arange(4), one])
         several = torch.tensor([[2, 3, 4], [13, 14, 15], [0, 5, 6], [9, 10, 11]])
-        torch.testing.assert_close(model.log_rates(tokens, ages, at=several),
+        torch.testing.assert_close(model.log_rates(tokens, ages, born, at=several),
                                    full[torch.arange(4)[:, None], several])
 
 
@@ -76,8 +78,9 @@ def test_loss_is_the_competing_risks_likelihood():
     ages = torch.tensor([[0.0, 1.0, 1.0, 3.0]])
     targets = torch.tensor([[2, 3, 4, IGNORE]])
     exposure = torch.tensor([[1.0, 0.0, 2.0, 0.5]])
-    out = model(tokens, ages, targets, exposure)
-    log_rate = model.log_rates(tokens, ages)[0]
+    born = torch.tensor([30.0])
+    out = model(tokens, ages, born, targets, exposure)
+    log_rate = model.log_rates(tokens, ages, born)[0]
     total = log_rate.logsumexp(-1).exp()
     expected = (-log_rate[0, 2] + total[0] * 1.0) + (-log_rate[1, 3] + log_rate[1].logsumexp(-1)) \
         + (-log_rate[2, 4] + total[2] * 2.0) + total[3] * 0.5
@@ -119,14 +122,23 @@ def test_training_and_landmark_histories_carry_the_registration_mark(population)
     marks = batch["tokens"] == NO_EVENT_ID
     assert (marks.sum(1) == 1).all()  # no quiet years asked for: the mark alone
     np.testing.assert_allclose(batch["ages"][marks].numpy(), timelines.start_age[people])
-    tokens, ages, query = landmark_histories(timelines, people, timelines.start_age[people] + 1.0, 512)
+    tokens, ages, birth, query = landmark_histories(timelines, people, timelines.start_age[people] + 1.0, 512)
+    for born in (batch["born"], birth):  # calendar time = birth + age
+        np.testing.assert_allclose(born.numpy(), timelines.birth_day[people] / 365.25, rtol=1e-6)
     marked = (tokens == NO_EVENT_ID) & (ages == torch.from_numpy(timelines.start_age[people])[:, None])
     assert (marked.sum(1) == 1).all() and (tokens[torch.arange(len(people)), query] == NO_EVENT_ID).all()
 
 
+def test_rates_move_with_calendar_time_at_the_same_ages():
+    model = _model()
+    tokens, ages, born = _timelines(2)
+    with torch.no_grad():
+        assert not torch.allclose(model.log_rates(tokens, ages, born), model.log_rates(tokens, ages, born + 5.0))
+
+
 def test_unpredictable_tokens_have_no_rate():
     model = _model()
-    rates = model.log_rates(torch.tensor([[1, 2]]), torch.tensor([[0.0, 1.0]]))
+    rates = model.log_rates(torch.tensor([[1, 2]]), torch.tensor([[0.0, 1.0]]), torch.tensor([50.0]))
     assert torch.isinf(rates[..., 0]).all()
 
 
@@ -137,6 +149,16 @@ def test_training_learns_and_writes_a_loadable_model(trained):
     assert log[-1]["val_loss"] < log[0]["val_loss"] - 0.3 and summary["tokens_per_second"] > 0
     model, tokenizer = load_model(out)
     assert model.cfg.vocab_size == len(tokenizer)
+
+
+def test_a_model_from_before_the_calendar_encoding_is_refused_in_one_line(trained, tmp_path):
+    out = tmp_path / "old"
+    shutil.copytree(trained[0], out)
+    state = torch.load(out / "model.pt", weights_only=False)
+    del state["model"]["calendar.project.weight"]
+    torch.save(state, out / "model.pt")
+    with pytest.raises(ValueError, match=r"model.pt: not a model of this farr version.*calendar"):
+        load_model(out)
 
 
 def test_a_run_killed_after_a_checkpoint_resumes_exactly(population, tmp_path, trained, monkeypatch):
@@ -238,12 +260,12 @@ def test_sampling_past_a_full_window_recalls_history_and_keeps_the_cache_exact()
     tokens[:, :PREFIX + 1] = torch.tensor([3, 4, 5, 6, 7, 30])[:PREFIX + 1]
     ages = torch.zeros(2, 24)
     ages[:, PREFIX] = 20.0
-    context = _Context(model, tokens, ages, torch.full((2,), PREFIX))
+    context = _Context(model, tokens, ages, torch.tensor([10.0, 20.0]), torch.full((2,), PREFIX))
     with torch.no_grad():
         for i in range(60):
             token = torch.tensor([10 + i % 12, 11 + i % 5])
             context.advance(token, context.age_at_last() + 0.1)
-            fresh = model.log_rates(context.tokens, context.ages, at=context.last).exp()
+            fresh = model.log_rates(context.tokens, context.ages, context.born, at=context.last).exp()
             torch.testing.assert_close(context.rate, fresh, rtol=1e-4, atol=1e-6)
     assert (context.tokens[:, :PREFIX] == tokens[:, :PREFIX]).all()
     assert (context.tokens == 30).any(dim=1).all()  # the first event, long cut, is recalled
@@ -254,12 +276,12 @@ def test_sampling_past_a_full_window_recalls_history_and_keeps_the_cache_exact()
 
 def test_rates_integrated_along_sampled_paths_average_to_the_chance_of_a_first_event():
     model = _model()
-    tokens, ages = _timelines(2)
+    tokens, ages, born = _timelines(2)
     draws, ends = 2000, torch.tensor([0.2, 1.0])
     start = ages[:, 9].repeat_interleave(draws)
     groups = torch.zeros(30, 2)
     groups[[5, 6], 0], groups[20, 1] = 1.0, 1.0
-    sampled = sample_events(model, tokens, ages, torch.full((2,), 9), start + 1.0, stop=[], never=[0],
+    sampled = sample_events(model, tokens, ages, born, torch.full((2,), 9), start + 1.0, stop=[], never=[0],
                             generator=torch.Generator().manual_seed(3), max_events=40, copies=draws,
                             watch=(groups, start[:, None] + ends))
     first = np.full((2 * draws, 2), np.inf)

@@ -148,7 +148,7 @@ def next_event_metrics(model, timelines: Timelines, people: np.ndarray, outcomes
     with torch.no_grad():
         for lo in range(0, len(sample), 64):
             batch = batches.batch_of(sample[lo:lo + 64])
-            log_rate = model.log_rates(batch["tokens"], batch["ages"]).numpy()
+            log_rate = model.log_rates(batch["tokens"], batch["ages"], batch["born"]).numpy()
             log_rate[..., NO_EVENT_ID] = -np.inf
             is_event = batch["targets"].numpy() >= 0
             accuracy.append((log_rate[is_event], batch["targets"].numpy()[is_event]))

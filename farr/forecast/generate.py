@@ -42,10 +42,11 @@ def sample_futures(model: TimelineGPT, timelines: Timelines, mark: Landmark, yea
     parts, exposed = [], []
     for lo in range(0, len(mark.people), per_batch):
         rows = np.arange(lo, min(lo + per_batch, len(mark.people)))
-        tokens, ages, last = landmark_histories(timelines, mark.people[rows], mark.age[rows], model.cfg.block_size)
+        tokens, ages, birth, last = landmark_histories(timelines, mark.people[rows], mark.age[rows],
+                                                       model.cfg.block_size)
         start = np.repeat(mark.age[rows], draws).astype(np.float32)
         ends = None if watch is None else torch.from_numpy(start[:, None] + np.asarray(watch[1], np.float32))
-        sampled = sample_events(model, tokens, ages, last, torch.from_numpy(start + np.float32(years)),
+        sampled = sample_events(model, tokens, ages, birth, last, torch.from_numpy(start + np.float32(years)),
                                 stop=stop_tokens, never=[NO_EVENT_ID], generator=generator, max_events=max_events,
                                 copies=draws, watch=None if watch is None else (groups, ends))
         parts.append((rows[sampled.row // draws], sampled.row % draws, sampled.token, sampled.age))

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from farr.forecast.truth import truth_rows
-from farr.model.data import padded, registration_marked
+from farr.model.data import born, padded, registration_marked
 from farr.model.tokenizer import DAYS_PER_YEAR, Timelines
 from farr.simulate.oracle import EXACTLY_RECORDED
 
@@ -30,7 +30,8 @@ def excess_nll(model, timelines: Timelines, people: np.ndarray, outcomes, oracle
         for lo in range(0, len(people), 256):
             batch = people[lo:lo + 256]
             tokens, ages = padded([registration_marked(*timelines.of(p), timelines.start_age[p]) for p in batch])
-            rate = model.log_rates(torch.from_numpy(tokens), torch.from_numpy(ages)).exp().numpy()
+            log_rate = model.log_rates(torch.from_numpy(tokens), torch.from_numpy(ages), born(timelines, batch))
+            rate = log_rate.exp().numpy()
             nll, events = _model_nll(rate, tokens, ages, timelines.start_age[batch], timelines.end_age[batch],
                                      exact, lookup)
             model_nll += nll

@@ -48,11 +48,11 @@ def outcome_rates(model: TimelineGPT, timelines: Timelines, mark: Landmark, outc
     out = np.empty((len(mark.people), len(outcomes), 1 + years_after), np.float32)
     for lo in range(0, len(order), batch):
         rows = order[lo:lo + batch]
-        tokens, ages, query = landmark_histories(timelines, mark.people[rows], mark.age[rows], block,
+        tokens, ages, birth, query = landmark_histories(timelines, mark.people[rows], mark.age[rows], block,
                                                  years_after=years_after)
         at = query.to(device)[:, None] + queries
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-            log_rate = model.log_rates(tokens.to(device), ages.to(device), at=at)
+            log_rate = model.log_rates(tokens.to(device), ages.to(device), birth.to(device), at=at)
         out[rows] = (log_rate.float().exp() @ columns).transpose(1, 2).cpu().numpy()
     return out
 

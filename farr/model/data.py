@@ -22,11 +22,16 @@ import numpy as np
 import torch
 
 from farr.model.gpt import IGNORE, MIN_YEARS
-from farr.model.tokenizer import DEMOGRAPHICS, NO_EVENT, PAD, SPECIAL, Timelines
+from farr.model.tokenizer import DAYS_PER_YEAR, DEMOGRAPHICS, NO_EVENT, PAD, SPECIAL, Timelines
 
 PREFIX = len(DEMOGRAPHICS)  # every timeline starts with its demographic tokens
 PAD_ID, NO_EVENT_ID = SPECIAL.index(PAD), SPECIAL.index(NO_EVENT)
 RECALL_SHARE = 4  # up to a quarter of a full window recalls codes from before it
+
+
+def born(timelines: Timelines, people: np.ndarray) -> torch.Tensor:
+    """(n,) birth dates in years since 1970, the model's calendar input (with each token's age)."""
+    return torch.from_numpy((timelines.birth_day[people] / DAYS_PER_YEAR).astype(np.float32))
 
 
 def predictable(vocabulary: list[str]) -> torch.Tensor:
@@ -64,7 +69,7 @@ class TrainingBatches:
         return self.batch_of(self.rng.choice(self.buckets[b], n))
 
     def batch_of(self, people: np.ndarray) -> dict[str, torch.Tensor]:
-        return _stack([self._sequence(p) for p in people], self.block)
+        return {**_stack([self._sequence(p) for p in people], self.block), "born": born(self.t, people)}
 
     def _sequence(self, p: int):
         t = self.t
@@ -156,7 +161,8 @@ def landmark_histories(timelines: Timelines, people: np.ndarray, at_age: np.ndar
     `years_after` more on the anniversaries after it (quiet years, for rates further ahead).
 
     Returns (tokens, ages) as (n, width) tensors, left-aligned (width: the longest history, unless
-    given), and the landmark query positions (n,); the anniversaries follow them.
+    given), the birth dates (n,) and the landmark query positions (n,); the anniversaries follow
+    them.
     """
     t = timelines
     queries = np.arange(1 + years_after, dtype=np.float32)
@@ -169,7 +175,7 @@ def landmark_histories(timelines: Timelines, people: np.ndarray, at_age: np.ndar
                      np.append(ages[index], np.float32(age) + queries)))
     tokens, ages = padded(rows, width)
     query = np.array([len(tok) for tok, _ in rows], np.int64) - len(queries)
-    return torch.from_numpy(tokens), torch.from_numpy(ages), torch.from_numpy(query)
+    return torch.from_numpy(tokens), torch.from_numpy(ages), born(t, people), torch.from_numpy(query)
 
 
 def padded(rows: list[tuple[np.ndarray, np.ndarray]], width: int | None = None) -> tuple[np.ndarray, np.ndarray]:

@@ -1,7 +1,8 @@
 """A causal transformer of patient timelines, in one file (after nanoGPT and Delphi).
 
-Each token is a recorded event with the person's age at it. Age enters through a continuous
-sinusoidal encoding instead of positions. The head reads its outputs as log-rates λ_j of every
+Each token is a recorded event with the person's age at it. Age, and calendar time (birth + age,
+so that period effects such as a pandemic are learnt at their dates), enter through continuous
+sinusoidal encodings instead of positions. The head reads its outputs as log-rates λ_j of every
 event type competing to happen next, so one forward pass gives both what comes next
 (λ_j / Λ) and when (exponential waiting time with rate Λ = Σ λ_j). The loss is the exact
 competing-risks log-likelihood of the observed timeline:
@@ -46,8 +47,9 @@ PRESETS: dict[str, dict] = {
 }
 
 
-class AgeEncoding(nn.Module):
-    """Sinusoids of age in years at periods from ~1 month to ~1000 years, then a linear map."""
+class TimeEncoding(nn.Module):
+    """Sinusoids of a time in years (an age, a calendar year) at periods from ~1 month to ~1000
+    years, then a linear map."""
 
     def __init__(self, n_embd: int):
         super().__init__()
@@ -56,8 +58,8 @@ class AgeEncoding(nn.Module):
                                                                      math.log(2 * math.pi * 12), half)))
         self.project = nn.Linear(2 * half, n_embd, bias=False)
 
-    def forward(self, age: torch.Tensor) -> torch.Tensor:
-        angle = age.unsqueeze(-1) * self.frequencies
+    def forward(self, years: torch.Tensor) -> torch.Tensor:
+        angle = years.unsqueeze(-1) * self.frequencies
         return self.project(torch.cat([angle.sin(), angle.cos()], dim=-1))
 
 
@@ -128,7 +130,8 @@ class TimelineGPT(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.token = nn.Embedding(cfg.vocab_size, cfg.n_embd)
-        self.age = AgeEncoding(cfg.n_embd)
+        self.age = TimeEncoding(cfg.n_embd)
+        self.calendar = TimeEncoding(cfg.n_embd)
         self.drop = nn.Dropout(cfg.dropout)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
         self.norm = nn.LayerNorm(cfg.n_embd)
@@ -144,14 +147,19 @@ class TimelineGPT(nn.Module):
         if isinstance(module, (nn.Linear, nn.Embedding)):
             nn.init.normal_(module.weight, std=0.02)
 
-    def log_rates(self, tokens: torch.Tensor, ages: torch.Tensor, cache: list | None = None,
+    def embed(self, tokens: torch.Tensor, ages: torch.Tensor, born: torch.Tensor) -> torch.Tensor:
+        """(B, T) tokens and ages, and (B,) birth dates in years since 1970 -> (B, T, C)."""
+        return self.token(tokens) + self.age(ages) + self.calendar(born[:, None] + ages)
+
+    def log_rates(self, tokens: torch.Tensor, ages: torch.Tensor, born: torch.Tensor, cache: list | None = None,
                   at: torch.Tensor | None = None) -> torch.Tensor:
-        """(B, T) tokens and ages in years -> (B, T, V) log-rates per year of the next event.
+        """(B, T) tokens and ages in years, (B,) birth dates in years since 1970 -> (B, T, V)
+        log-rates per year of the next event.
 
         With `cache` (an empty list), also keeps every layer's keys and values for `step`. With
         `at` (B,) or (B, Q), only the rates at those positions, (B, V) or (B, Q, V): the last
         block and the head then run there alone."""
-        x = self.drop(self.token(tokens) + self.age(ages))
+        x = self.drop(self.embed(tokens, ages, born))
         *early, last = self.blocks
         for block in early:
             x = block(x, cache)
@@ -159,19 +167,20 @@ class TimelineGPT(nn.Module):
         log_rate = self.head(self.norm(x)) + self.log_rate_offset + self.mask
         return log_rate.view(*at.shape, -1) if at is not None else log_rate
 
-    def step(self, token: torch.Tensor, age: torch.Tensor, position: torch.Tensor, cache: list) -> torch.Tensor:
+    def step(self, token: torch.Tensor, age: torch.Tensor, born: torch.Tensor, position: torch.Tensor,
+             cache: list) -> torch.Tensor:
         """Log-rates (B, V) after appending one token per row at `position`, reusing `cache`."""
-        x = self.token(token[:, None]) + self.age(age[:, None])
+        x = self.embed(token[:, None], age[:, None], born)
         for block, layer_cache in zip(self.blocks, cache):
             x = block.step(x, layer_cache, position)
         return (self.head(self.norm(x)) + self.log_rate_offset + self.mask)[:, 0]
 
-    def forward(self, tokens, ages, targets, exposure):
+    def forward(self, tokens, ages, born, targets, exposure):
         """Mean negative log-likelihood per event, split into its which-event and when parts.
 
         `targets` (B, T): the next token, or IGNORE; `exposure` (B, T): observed years until
         the next event (a day for an event on the same day, 0 for unobserved time)."""
-        log_rate = self.log_rates(tokens, ages)
+        log_rate = self.log_rates(tokens, ages, born)
         log_total = torch.logsumexp(log_rate, dim=-1)
         is_event = targets != IGNORE
         which = F.cross_entropy(log_rate[is_event], targets[is_event], reduction="sum")

@@ -36,14 +36,14 @@ class Sampled:
 
 
 @torch.no_grad()
-def sample_events(model: TimelineGPT, tokens: torch.Tensor, ages: torch.Tensor, last: torch.Tensor,
-                  until: torch.Tensor, *, stop: list[int], never: list[int], generator: torch.Generator,
-                  max_events: int, copies: int = 1, watch: tuple[torch.Tensor, torch.Tensor] | None = None
-                  ) -> Sampled:
-    """Sample forward from left-aligned contexts `tokens`, `ages` (n, w), whose last real token is
-    at `last` (n,), until each row's age `until` (n × copies,), a `stop` token or `max_events`
-    events. Each context is sampled `copies` times (rows i·copies to i·copies + copies − 1), and
-    encoded once. Tokens in `never` are not sampled.
+def sample_events(model: TimelineGPT, tokens: torch.Tensor, ages: torch.Tensor, born: torch.Tensor,
+                  last: torch.Tensor, until: torch.Tensor, *, stop: list[int], never: list[int],
+                  generator: torch.Generator, max_events: int, copies: int = 1,
+                  watch: tuple[torch.Tensor, torch.Tensor] | None = None) -> Sampled:
+    """Sample forward from left-aligned contexts `tokens`, `ages` (n, w) of people born at `born`
+    (n,) years since 1970, whose last real token is at `last` (n,), until each row's age `until`
+    (n × copies,), a `stop` token or `max_events` events. Each context is sampled `copies` times
+    (rows i·copies to i·copies + copies − 1), and encoded once. Tokens in `never` are not sampled.
 
     `watch` = (groups (V, G) 0/1, ends (n × copies, E) ages): also returns each row's `exposed`
     (rows, G, E), the rate of each group's tokens integrated along the sampled path up to each
@@ -51,7 +51,7 @@ def sample_events(model: TimelineGPT, tokens: torch.Tensor, ages: torch.Tensor, 
     that first event by the end (the compensator of a counting process has the same expectation
     as the count), with far less noise than the 0/1 of whether it was sampled."""
     device = model.mask.device
-    state = _Context(model, tokens.to(device), ages.to(device), last.to(device), copies)
+    state = _Context(model, tokens.to(device), ages.to(device), born.to(device), last.to(device), copies)
     stop_tokens, never_tokens, until = (torch.tensor(stop, dtype=torch.long, device=device),
                                         torch.tensor(never, dtype=torch.long, device=device), until.to(device))
     exposure = _Exposure(*(x.to(device) for x in watch)) if watch is not None else None
@@ -113,14 +113,14 @@ def draw_tokens(rate: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
 class _Context:
     """The rows' token windows (each `block` wide), the model's key/value cache and next-event rates."""
 
-    def __init__(self, model: TimelineGPT, tokens: torch.Tensor, ages: torch.Tensor, last: torch.Tensor,
-                 copies: int = 1):
+    def __init__(self, model: TimelineGPT, tokens: torch.Tensor, ages: torch.Tensor, born: torch.Tensor,
+                 last: torch.Tensor, copies: int = 1):
         n, self.model, self.block, self.device = len(last), model, model.cfg.block_size, last.device
         self.tokens = torch.full((n, self.block), PAD_ID, dtype=torch.long, device=self.device)
         self.ages = torch.zeros((n, self.block), device=self.device)
         width = min(tokens.shape[1], self.block)
         self.tokens[:, :width], self.ages[:, :width] = tokens[:, :width], ages[:, :width]
-        self.rows = torch.arange(n, device=self.device)
+        self.rows, self.born = torch.arange(n, device=self.device), born.float()
         self.alive, self.last = torch.ones(n, dtype=torch.bool, device=self.device), last.clone()
         self.cache = [(torch.zeros(0), torch.zeros(0))] * model.cfg.n_layer
         self.rate = torch.empty(n, model.cfg.vocab_size, device=self.device)
@@ -150,7 +150,7 @@ class _Context:
         self._fit_cache(int(self.last.max()) + 1)
         index = self._index()
         self.tokens[index, self.last], self.ages[index, self.last] = token, age.to(self.ages.dtype)
-        self.rate = self.model.step(token, self.ages[index, self.last], self.last, self.cache).exp()
+        self.rate = self.model.step(token, self.ages[index, self.last], self.born, self.last, self.cache).exp()
         if full.any():
             self._prefill(full)
 
@@ -159,7 +159,8 @@ class _Context:
         width = int(self.last[rows].max()) + 1
         self._fit_cache(width)
         fresh: list = []
-        log_rate = self.model.log_rates(self.tokens[rows, :width], self.ages[rows, :width], fresh, at=self.last[rows])
+        log_rate = self.model.log_rates(self.tokens[rows, :width], self.ages[rows, :width], self.born[rows], fresh,
+                                        at=self.last[rows])
         for (k, v), (new_k, new_v) in zip(self.cache, fresh):
             k[rows, :, :width], v[rows, :, :width] = new_k, new_v
         self.rate[rows] = log_rate.exp()
@@ -184,6 +185,6 @@ class _Context:
 
     def _take(self, index: torch.Tensor) -> None:
         """Keep the rows `index` selects (a mask, or positions that may repeat)."""
-        self.rows, self.tokens, self.ages, self.last, self.alive, self.rate = (
-            x[index] for x in (self.rows, self.tokens, self.ages, self.last, self.alive, self.rate))
+        self.rows, self.tokens, self.ages, self.born, self.last, self.alive, self.rate = (
+            x[index] for x in (self.rows, self.tokens, self.ages, self.born, self.last, self.alive, self.rate))
         self.cache = [(k[index], v[index]) for k, v in self.cache]

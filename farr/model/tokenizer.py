@@ -1,5 +1,6 @@
 """Patient timelines as token sequences: codes to a vocabulary, lab values to quantile bins,
-demographics as leading tokens, and the age of every token kept for a continuous age encoding.
+demographics as leading tokens, and the age of every token and each birth date kept for the
+model's continuous encodings of age and calendar time.
 
 `Tokenizer` follows scikit-learn: `fit` learns the vocabulary and value bins from a dataset's
 training split, `transform` turns any dataset into `Timelines`; both are saved with the model.
@@ -23,7 +24,7 @@ from farr.events.schema import BIRTH_CODE
 PAD, NO_EVENT, UNKNOWN = "<pad>", "<no event>", "<unknown>"
 SPECIAL = (PAD, NO_EVENT, UNKNOWN)
 DEMOGRAPHICS = ("sex", "ethnicity", "imd_quintile", "region", "birth_cohort")
-COHORT_YEARS = 5  # birth cohort + age = calendar time, so the model can learn period effects
+COHORT_YEARS = 5  # birth cohort: a demographic group (calendar time enters from each birth date)
 DAYS_PER_YEAR = 365.25
 SPLIT_PERCENT = {"train": 80, "tuning": 10, "held_out": 10}
 

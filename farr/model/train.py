@@ -284,5 +284,6 @@ def load_model(directory: str | Path, device: str | torch.device = "cpu") -> tup
         model = TimelineGPT(cfg, predictable(tokenizer.vocabulary))
         model.load_state_dict(state["model"])
     except (KeyError, TypeError, RuntimeError) as error:
-        raise ValueError(f"{directory / WEIGHTS}: does not match its tokenizer ({' '.join(str(error).split())})") from None
+        raise ValueError(f"{directory / WEIGHTS}: not a model of this farr version, or not of its tokenizer "
+                         f"({' '.join(str(error).split())})") from None
     return model.to(device).eval(), tokenizer

@@ -16,7 +16,7 @@ from farr.events.schema import DEATH_CODE
 from farr.model.data import NO_EVENT_ID, PREFIX
 from farr.model.gpt import TimelineGPT
 from farr.model.sampling import sample_events
-from farr.model.tokenizer import UNKNOWN
+from farr.model.tokenizer import DAYS_PER_YEAR, UNKNOWN
 
 MAX_EVENTS = 4096  # per person: a runaway rate cannot loop for ever
 
@@ -37,16 +37,19 @@ def never_sampled(vocabulary: list[str]) -> list[int]:
     return [NO_EVENT_ID, vocabulary.index(UNKNOWN)]
 
 
-def sample_lives(model: TimelineGPT, vocabulary: list[str], prefix: np.ndarray, start_age: np.ndarray,
-                 end_age: np.ndarray, generator: torch.Generator) -> Sampled:
-    """Sample each person's events from `start_age` to `end_age` (or death)."""
+def sample_lives(model: TimelineGPT, vocabulary: list[str], prefix: np.ndarray, birth_day: np.ndarray,
+                 start_age: np.ndarray, end_age: np.ndarray, generator: torch.Generator) -> Sampled:
+    """Sample each person's events from `start_age` to `end_age` (or death); `birth_day`: days
+    since 1970-01-01, for the model's calendar time."""
     n = len(start_age)
     tokens = torch.cat([torch.as_tensor(prefix, dtype=torch.long), torch.full((n, 1), NO_EVENT_ID)], dim=1)
     ages = torch.zeros(n, PREFIX + 1)
     ages[:, PREFIX] = torch.as_tensor(start_age, dtype=torch.float32)
+    born = torch.as_tensor(birth_day / DAYS_PER_YEAR, dtype=torch.float32)
     death = [vocabulary.index(DEATH_CODE)] if DEATH_CODE in vocabulary else []
-    sampled = sample_events(model, tokens, ages, torch.full((n,), PREFIX), torch.as_tensor(end_age, dtype=torch.float32),
-                            stop=death, never=never_sampled(vocabulary), generator=generator, max_events=MAX_EVENTS)
+    until = torch.as_tensor(end_age, dtype=torch.float32)
+    sampled = sample_events(model, tokens, ages, born, torch.full((n,), PREFIX), until, stop=death,
+                            never=never_sampled(vocabulary), generator=generator, max_events=MAX_EVENTS)
     order = np.argsort(sampled.row, kind="stable")  # steps are in age order within a person
     person, token, age = sampled.row[order], sampled.token[order], sampled.age[order].astype(np.float64)
     died, death_age = np.zeros(n, bool), np.full(n, np.nan)

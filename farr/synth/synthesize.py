@@ -96,8 +96,8 @@ class ShardSampler:
         parts = []
         for lo in range(0, len(people), self.batch_people):
             rows = slice(lo, lo + self.batch_people)
-            part = sample_lives(self.model, self.vocabulary, prefix[rows], people.start_age[rows],
-                                people.end_age[rows], generator)
+            part = sample_lives(self.model, self.vocabulary, prefix[rows], people.birth_day[rows],
+                                people.start_age[rows], people.end_age[rows], generator)
             part.person += lo
             parts.append(part)
         return Sampled(*(np.concatenate(x) for x in zip(*((p.person, p.token, p.age, p.died, p.death_age)
