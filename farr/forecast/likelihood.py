@@ -30,8 +30,8 @@ def excess_nll(model, timelines: Timelines, people: np.ndarray, outcomes, oracle
         for lo in range(0, len(people), 256):
             batch = people[lo:lo + 256]
             tokens, ages = padded([registration_marked(*timelines.of(p), timelines.start_age[p]) for p in batch])
-            log_rate = model.log_rates(torch.from_numpy(tokens), torch.from_numpy(ages), born(timelines, batch))
-            rate = log_rate.exp().numpy()
+            birth = born(timelines.birth_day[batch])
+            rate = model.log_rates(torch.from_numpy(tokens), torch.from_numpy(ages), birth).exp().numpy()
             nll, events = _model_nll(rate, tokens, ages, timelines.start_age[batch], timelines.end_age[batch],
                                      exact, lookup)
             model_nll += nll

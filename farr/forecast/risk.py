@@ -49,7 +49,7 @@ def outcome_rates(model: TimelineGPT, timelines: Timelines, mark: Landmark, outc
     for lo in range(0, len(order), batch):
         rows = order[lo:lo + batch]
         tokens, ages, birth, query = landmark_histories(timelines, mark.people[rows], mark.age[rows], block,
-                                                 years_after=years_after)
+                                                        years_after=years_after)
         at = query.to(device)[:, None] + queries
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             log_rate = model.log_rates(tokens.to(device), ages.to(device), birth.to(device), at=at)

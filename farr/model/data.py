@@ -29,9 +29,10 @@ PAD_ID, NO_EVENT_ID = SPECIAL.index(PAD), SPECIAL.index(NO_EVENT)
 RECALL_SHARE = 4  # up to a quarter of a full window recalls codes from before it
 
 
-def born(timelines: Timelines, people: np.ndarray) -> torch.Tensor:
-    """(n,) birth dates in years since 1970, the model's calendar input (with each token's age)."""
-    return torch.from_numpy((timelines.birth_day[people] / DAYS_PER_YEAR).astype(np.float32))
+def born(birth_day: np.ndarray) -> torch.Tensor:
+    """Birth dates in days since 1970-01-01 as the model's calendar input (with each token's age):
+    years since 1970."""
+    return torch.from_numpy((np.asarray(birth_day) / DAYS_PER_YEAR).astype(np.float32))
 
 
 def predictable(vocabulary: list[str]) -> torch.Tensor:
@@ -69,7 +70,8 @@ class TrainingBatches:
         return self.batch_of(self.rng.choice(self.buckets[b], n))
 
     def batch_of(self, people: np.ndarray) -> dict[str, torch.Tensor]:
-        return {**_stack([self._sequence(p) for p in people], self.block), "born": born(self.t, people)}
+        batch = _stack([self._sequence(p) for p in people], self.block)
+        return {**batch, "born": born(self.t.birth_day[people])}
 
     def _sequence(self, p: int):
         t = self.t
@@ -175,7 +177,7 @@ def landmark_histories(timelines: Timelines, people: np.ndarray, at_age: np.ndar
                      np.append(ages[index], np.float32(age) + queries)))
     tokens, ages = padded(rows, width)
     query = np.array([len(tok) for tok, _ in rows], np.int64) - len(queries)
-    return torch.from_numpy(tokens), torch.from_numpy(ages), born(t, people), torch.from_numpy(query)
+    return torch.from_numpy(tokens), torch.from_numpy(ages), born(t.birth_day[people]), torch.from_numpy(query)
 
 
 def padded(rows: list[tuple[np.ndarray, np.ndarray]], width: int | None = None) -> tuple[np.ndarray, np.ndarray]:

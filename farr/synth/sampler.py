@@ -13,10 +13,10 @@ import numpy as np
 import torch
 
 from farr.events.schema import DEATH_CODE
-from farr.model.data import NO_EVENT_ID, PREFIX
+from farr.model.data import NO_EVENT_ID, PREFIX, born
 from farr.model.gpt import TimelineGPT
 from farr.model.sampling import sample_events
-from farr.model.tokenizer import DAYS_PER_YEAR, UNKNOWN
+from farr.model.tokenizer import UNKNOWN
 
 MAX_EVENTS = 4096  # per person: a runaway rate cannot loop for ever
 
@@ -45,10 +45,9 @@ def sample_lives(model: TimelineGPT, vocabulary: list[str], prefix: np.ndarray, 
     tokens = torch.cat([torch.as_tensor(prefix, dtype=torch.long), torch.full((n, 1), NO_EVENT_ID)], dim=1)
     ages = torch.zeros(n, PREFIX + 1)
     ages[:, PREFIX] = torch.as_tensor(start_age, dtype=torch.float32)
-    born = torch.as_tensor(birth_day / DAYS_PER_YEAR, dtype=torch.float32)
     death = [vocabulary.index(DEATH_CODE)] if DEATH_CODE in vocabulary else []
     until = torch.as_tensor(end_age, dtype=torch.float32)
-    sampled = sample_events(model, tokens, ages, born, torch.full((n,), PREFIX), until, stop=death,
+    sampled = sample_events(model, tokens, ages, born(birth_day), torch.full((n,), PREFIX), until, stop=death,
                             never=never_sampled(vocabulary), generator=generator, max_events=MAX_EVENTS)
     order = np.argsort(sampled.row, kind="stable")  # steps are in age order within a person
     person, token, age = sampled.row[order], sampled.token[order], sampled.age[order].astype(np.float64)
