@@ -204,6 +204,32 @@ def test_training_windows_keep_the_demographic_prefix(population):
     assert (batch["exposure"] >= 0).all()
 
 
+def test_every_event_is_a_target_equally_often_however_long_the_timeline(population, monkeypatch):
+    """The likelihood of the data counts every event once: a person's share of training targets
+    must follow their number of events, whether the timeline fits the block or not."""
+    from farr.model.tokenizer import Tokenizer
+
+    timelines = Tokenizer().fit(population).transform(population)
+    people = np.arange(2000)
+    batches = TrainingBatches(timelines, people, 32, seed=0, no_event_per_year=0.0)
+    trained = np.zeros(len(timelines))
+    sequence = batches._sequence
+
+    def counted(p):
+        row = sequence(p)
+        trained[p] += (row[2] != IGNORE).sum()
+        return row
+
+    monkeypatch.setattr(batches, "_sequence", counted)
+    for _ in range(6000):
+        batches(4)
+    whole = TrainingBatches(timelines, people, 10**6, seed=0, no_event_per_year=0.0)
+    events = np.array([(whole._sequence(p)[2] != IGNORE).sum() for p in people])
+    length = np.diff(timelines.offsets)[people]
+    short, long = ((trained[people][group].sum() / events[group].sum()) for group in (length < 32, length > 64))
+    assert (length > 64).sum() > 100 and 0.7 < long / short < 1.3  # drawing people alike: 0.12
+
+
 @given(st.lists(st.integers(1, 40), min_size=PREFIX, max_size=300), st.integers(8, 64), st.data())
 def test_a_window_recalls_every_earlier_code_it_cannot_hold(tokens, room, data):
     tokens = np.asarray(tokens)

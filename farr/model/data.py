@@ -44,9 +44,12 @@ def predictable(vocabulary: list[str]) -> torch.Tensor:
 class TrainingBatches:
     """Random windows of random people, with "no event" tokens, targets and observed exposure.
 
-    People are drawn from length buckets (a bucket with probability in proportion to its people,
-    so each person is equally likely) and a batch is as long as its longest sequence, holding
-    more people when they are short: little compute goes on padding."""
+    Every event is equally likely to be a target, as in the likelihood of the whole data. A timeline
+    that fits the block is trained whole; a longer one is drawn more often and trains a window of
+    it, so each of its events comes up as often. (Drawing people alike instead weighted each
+    person's events by one over their number: the model learned the rates of sparse timelines, and
+    forecast busy ones too low.) People are drawn from length buckets, and a batch is as long as
+    its longest sequence, holding more people when they are short: little compute goes on padding."""
 
     BUCKETS = 8
 
@@ -59,15 +62,23 @@ class TrainingBatches:
         self.rng = np.random.default_rng(seed)
         length = np.diff(timelines.offsets)[people] + no_event_per_year * (timelines.end_age - timelines.start_age)[people]
         order = np.argsort(length, kind="stable")
-        self.buckets = np.array_split(people[order], min(self.BUCKETS, len(people)))
-        self.longest = [min(block_size, float(length[order][len(np.concatenate(self.buckets[:i + 1])) - 1]) + 8)
-                        for i in range(len(self.buckets))]
+        parts = min(self.BUCKETS, len(people))
+        self.buckets = np.array_split(people[order], parts)
+        lengths = np.array_split(length[order], parts)
+        self.longest = [min(block_size, float(part[-1]) + 8) for part in lengths]
+        self.draws = [self._draws_per_pass(part) for part in lengths]
+
+    def _draws_per_pass(self, length: np.ndarray) -> np.ndarray:
+        """How often each timeline must be drawn for each of its events to be a target once: a
+        window of a long one has `stop` uniform on PREFIX..length + span − 1 (see `_sequence`)."""
+        span = _window_targets(self.block)
+        return np.where(length > self.block, (length + span - PREFIX) / span, 1.0)
 
     def __call__(self, batch_size: int) -> dict[str, torch.Tensor]:
-        sizes = np.array([len(b) for b in self.buckets])
-        b = self.rng.choice(len(self.buckets), p=sizes / sizes.sum())
-        n = int(min(8 * batch_size, max(batch_size, batch_size * self.block // self.longest[b])))
-        return self.batch_of(self.rng.choice(self.buckets[b], n))
+        n = [int(min(8 * batch_size, max(batch_size, batch_size * self.block // longest))) for longest in self.longest]
+        need = np.array([draws.sum() / size for draws, size in zip(self.draws, n)])
+        b = self.rng.choice(len(self.buckets), p=need / need.sum())
+        return self.batch_of(self.rng.choice(self.buckets[b], n[b], p=self.draws[b] / self.draws[b].sum()))
 
     def batch_of(self, people: np.ndarray) -> dict[str, torch.Tensor]:
         batch = _stack([self._sequence(p) for p in people], self.block)
@@ -79,10 +90,23 @@ class TrainingBatches:
         tokens, ages = _with_quiet_years(*t.of(p), start, end, self.rate, self.rng)
         targets, exposure = _targets(tokens, ages, start, end)
         if len(tokens) > self.block:
-            keep, pinned = window(tokens, self.rng.integers(self.block, len(tokens) + 1), self.block)
+            # The window's targets are the `span` events before `stop`: each event is one in an
+            # equal share of draws, those near either end included (windows there train fewer).
+            span = _window_targets(self.block)
+            stop = self.rng.integers(PREFIX, len(tokens) + span)
+            context = np.arange(len(tokens)) < stop - span
+            targets[context], exposure[context] = IGNORE, 0.0
+            seen = min(stop, len(tokens))
+            keep, pinned = window(tokens, seen, self.block)
             tokens, ages, targets, exposure = tokens[keep], ages[keep], targets[keep], exposure[keep]
-            targets[:pinned], exposure[:pinned] = IGNORE, 0.0  # their successors were cut away
+            if len(keep) < seen:  # cut: the prefix's and recalled codes' successors are gone
+                targets[:pinned], exposure[:pinned] = IGNORE, 0.0
         return tokens, ages, targets, exposure
+
+
+def _window_targets(room: int) -> int:
+    """How many recent events a full window holds after its prefix and recalled codes."""
+    return room - PREFIX - room // RECALL_SHARE
 
 
 def window(tokens: np.ndarray, stop: int, room: int) -> tuple[np.ndarray, int]:
@@ -94,7 +118,7 @@ def window(tokens: np.ndarray, stop: int, room: int) -> tuple[np.ndarray, int]:
     if stop <= room:
         return np.arange(stop), PREFIX
     budget = room // RECALL_SHARE
-    recent = np.arange(stop - (room - PREFIX - budget), stop)
+    recent = np.arange(stop - _window_targets(room), stop)
     codes, first = np.unique(tokens[PREFIX:recent[0]], return_index=True)
     missing = ~np.isin(codes, tokens[recent]) & (codes != NO_EVENT_ID)
     recalled = np.sort(first[missing])[-budget:] + PREFIX
