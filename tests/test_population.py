@@ -185,6 +185,20 @@ def test_an_outcome_the_backtest_never_saw_recorded_is_left_uncorrected():
     assert corrected(table, error, overall).row(0, named=True)["rate_per_100k"] == 100.0
 
 
+def test_an_outcome_the_backtest_could_not_measure_gets_the_typical_error_of_those_it_did():
+    table = pl.DataFrame({"grouping": "all", "group": "all", "outcome": ["new", "y"], "horizon_years": 1.0,
+                          "expected_cases": 60.0, "rate_per_100k": 100.0, "ci_lower_per_100k": 90.0,
+                          "ci_upper_per_100k": 110.0, "pi_lower_per_100k": 80.0, "pi_upper_per_100k": 120.0})
+    error = pl.DataFrame({"grouping": "all", "group": "all", "outcome": "y", "horizon_years": 1.0,
+                          "log_correction": np.log(1.5), "error_variance": 0.01})
+    overall = pl.DataFrame({"outcome": ["y", "z"], "horizon_years": 1.0, "mu": [np.log(1.5), 0.0], "tau2": 0.04})
+    new = corrected(table, error, overall).row(0, named=True)
+    assert new["rate_per_100k"] == 100.0  # not corrected: its error was not measured
+    typical = (np.log(1.5) ** 2 + 0.0 + 2 * 0.04) / 2
+    half = np.sqrt(np.log(100 / 90) ** 2 + Z90 ** 2 * typical)
+    assert new["ci_lower_per_100k"] == pytest.approx(100 * np.exp(-half))
+
+
 def test_corrections_scale_rates_and_widen_both_intervals():
     table = pl.DataFrame({"grouping": ["all", "region"], "group": ["all", "new"], "outcome": "x", "horizon_years": 1.0,
                           "expected_cases": 50.0, "rate_per_100k": 100.0, "ci_lower_per_100k": 90.0,

@@ -31,8 +31,10 @@ narrowed by the borrowed evidence covered the oracle too rarely.
 
 An outcome the backtest's whole cohort never had recorded, though the model expected at least
 `MIN_CASES` cases, did not yet exist in the data then (a new disease, a new code): the backtest
-cannot measure the model's error for it, so it corrects none of its rates. On simulated data the
-oracle check tests every step.
+cannot measure the model's error for it, so it corrects none of its rates. Its intervals count the
+error the model typically made on the outcomes the backtest did measure at that horizon (their mean
+squared log(O/E) plus their error variance): an error unmeasured is not an error of zero. On
+simulated data the oracle check tests every step.
 """
 
 from __future__ import annotations
@@ -172,12 +174,16 @@ def _plus_drift(table: pl.DataFrame, variance: str, drift: pl.DataFrame) -> pl.D
 
 def corrected(table: pl.DataFrame, error: pl.DataFrame, outcome_wide: pl.DataFrame) -> pl.DataFrame:
     """`table`'s model rates and expected cases corrected, and their intervals widened, by the
-    backtest's `error`; a group the backtest did not see gets its outcome's overall correction.
+    backtest's `error`; a group the backtest did not see gets its outcome's overall correction, and
+    an outcome it could not measure none, with the typical error of those it did as its variance.
     The uncorrected rate stays as `model_rate_per_100k`."""
     fallback = outcome_wide.select(*CELL, pl.col("mu").alias("mu_all"), pl.col("tau2").alias("tau2_all"))
+    typical = outcome_wide.group_by("horizon_years").agg((pl.col("mu") ** 2 + pl.col("tau2")).mean().alias("tau2_typical"))
     joined = (table.join(error, on=KEYS, how="left").join(fallback, on=CELL, how="left")
+              .join(typical, on="horizon_years", how="left")
               .with_columns(pl.col("log_correction").fill_null(pl.col("mu_all")).fill_null(0.0),
-                            pl.col("error_variance").fill_null(pl.col("tau2_all")).fill_null(0.0)))
+                            pl.col("error_variance").fill_null(pl.col("tau2_all")).fill_null(pl.col("tau2_typical"))
+                            .fill_null(0.0)))
     factor, spread = pl.col("log_correction").exp(), Z90 * pl.col("error_variance").sqrt()
 
     def widened(bound: str, side: float) -> pl.Expr:
@@ -189,4 +195,4 @@ def corrected(table: pl.DataFrame, error: pl.DataFrame, outcome_wide: pl.DataFra
         (pl.col("rate_per_100k") * factor).alias("rate_per_100k"),
         (pl.col("expected_cases") * factor).alias("expected_cases"),
         *(widened(f"{i}_{end}_per_100k", side) for i in ("ci", "pi") for end, side in (("lower", -1.0), ("upper", 1.0))),
-    ).drop("log_correction", "error_variance", "mu_all", "tau2_all")
+    ).drop("log_correction", "error_variance", "mu_all", "tau2_all", "tau2_typical")

@@ -284,7 +284,7 @@ def _note_unrecorded(past: pl.DataFrame, cfg: PopulationConfig) -> None:
     for outcome, horizon in unrecorded(past).rows():
         cfg.notes.append(f"no backtest correction of {outcome} ({horizon:g}-year): the backtest cohort never had it "
                          "recorded though the model expected cases (it was not yet in the data), so its rates are "
-                         "the model's own and its intervals leave out the model's error")
+                         "the model's own and its intervals count the typical error of the outcomes it measured")
 
 
 def _backtest_cohort(timelines, ages, outcomes, cfg: PopulationConfig):
