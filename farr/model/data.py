@@ -92,15 +92,13 @@ class TrainingBatches:
         if len(tokens) > self.block:
             # The window's targets are the `span` events before `stop`: each event is one in an
             # equal share of draws, those near either end included (windows there train fewer).
+            # Everything earlier is context only, the prefix and any recalled codes among it.
             span = _window_targets(self.block)
             stop = self.rng.integers(PREFIX, len(tokens) + span)
             context = np.arange(len(tokens)) < stop - span
             targets[context], exposure[context] = IGNORE, 0.0
-            seen = min(stop, len(tokens))
-            keep, pinned = window(tokens, seen, self.block)
+            keep = window(tokens, min(stop, len(tokens)), self.block)[0]
             tokens, ages, targets, exposure = tokens[keep], ages[keep], targets[keep], exposure[keep]
-            if len(keep) < seen:  # cut: the prefix's and recalled codes' successors are gone
-                targets[:pinned], exposure[:pinned] = IGNORE, 0.0
         return tokens, ages, targets, exposure
 
 
