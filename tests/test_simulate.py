@@ -111,7 +111,8 @@ def test_record_reflects_the_true_state(population):
 
 def test_no_calendar_month_gets_a_wave_of_events(population):
     """Nothing in the simulator is seasonal, so each month holds about its share of the events
-    after the extract start (the registrations then make one day of it busy, not a month)."""
+    after each person's registration day (for most that day is the extract's start, and gathers
+    what joining a practice records)."""
     events = scan_events(population).join(scan_subjects(population), on="subject_id")
     registered = events.filter(pl.col("time").dt.date() > pl.col("registration_start"))
     months = registered.group_by(pl.col("time").dt.month()).len().collect()["len"].to_numpy()
