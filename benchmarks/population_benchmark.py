@@ -25,6 +25,7 @@ import torch
 from _measure import measured
 from _populations import simulated_once
 from farr.model.train import TrainConfig, train
+from farr.forecast.risk import native_bf16
 from farr.population.disclosure import release_rates
 from farr.population.groups import GROUPINGS
 from farr.population.rates import bootstrap_totals
@@ -63,7 +64,7 @@ def main() -> None:
     print(f"whole view: {people:,} people x {len(result['outcomes'])} outcomes x {len(cfg.groupings)} groupings "
           f"x {len(cfg.horizons)} horizons (oracle and {args.samples}-draw planning rollouts included) in "
           f"{whole['seconds']:.0f} s, peak {whole['peak_gb']:.1f} GB, {torch.get_num_threads()} threads"
-          f"{', bf16' if cfg.bf16 else ''}")
+          f"{', bf16' if cfg.bf16 and native_bf16(torch.device('cpu')) else ', float32'}")
     print("seconds per phase:", json.dumps(result["seconds"]))
     if people < TARGET_PEOPLE:
         aggregation_at_scale()

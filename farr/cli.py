@@ -159,7 +159,8 @@ def train_command(
                    f"{summary['tokens_per_second']:,.0f} tokens/s; model in {out}")
 
 
-BF16 = typer.Option(False, "--bf16", help="bfloat16 matrix products: ~2x faster on CPUs that have them.")
+BF16 = typer.Option(False, "--bf16",
+                    help="bfloat16 matrix products: ~2x faster on CPUs that have them (float32 elsewhere).")
 
 
 @app.command("forecast")

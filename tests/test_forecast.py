@@ -17,6 +17,7 @@ from farr.events.io import DatasetWriter, read_outcomes
 from farr.forecast import metrics
 from farr.forecast.landmark import at_age, labels, landmark, landmark_day, outcomes_for
 from farr.forecast.predict import parse_horizons
+from farr.forecast import risk
 from farr.forecast.risk import analytic_risk, outcome_rates
 from farr.model.train import load_model
 from farr.model.tokenizer import Tokenizer
@@ -78,6 +79,26 @@ def test_rates_read_on_anniversaries_start_from_the_landmark_rate(trained, cohor
     assert held.shape == (50, len(outcomes), 1) and yearly.shape == (50, len(outcomes), 5)
     np.testing.assert_allclose(yearly[..., 0], held[..., 0], rtol=1e-4)
     assert not np.allclose(yearly[..., 4], yearly[..., 0])  # ageing moves the rates
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_bf16_runs_only_where_the_device_has_it(trained, cohort, monkeypatch, caplog, native):
+    """Emulated bfloat16 is several times slower than float32, so without native support the
+    rates are float32's exactly, with a warning; with it they move by rounding only."""
+    model, _ = load_model(trained[0])
+    _, timelines, outcomes, mark = cohort
+    short = mark.subset(np.arange(40))
+    monkeypatch.setattr(risk.torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: native)
+    risk.native_bf16.cache_clear()
+    exact = outcome_rates(model, timelines, short, outcomes)
+    fast = outcome_rates(model, timelines, short, outcomes, bf16=True)
+    risk.native_bf16.cache_clear()
+    assert ("no native bfloat16" in caplog.text) is not native
+    if native:
+        assert not np.array_equal(fast, exact)
+        np.testing.assert_allclose(fast, exact, rtol=0.1, atol=1e-6)
+    else:
+        np.testing.assert_array_equal(fast, exact)
 
 
 def test_landmark_takes_registered_living_people_and_new_onsets(cohort):

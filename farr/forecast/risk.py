@@ -13,7 +13,9 @@ is counted, where the analytic reading misses it).
 
 from __future__ import annotations
 
+import logging
 import math
+from functools import cache
 
 import numpy as np
 import torch
@@ -24,6 +26,7 @@ from farr.model.gpt import TimelineGPT
 from farr.model.tokenizer import Timelines
 
 BATCH = 512
+log = logging.getLogger(__name__)
 
 
 def years_read(horizons: list[float]) -> int:
@@ -39,8 +42,9 @@ def outcome_rates(model: TimelineGPT, timelines: Timelines, mark: Landmark, outc
 
     People go in batches of similar history length, so little compute goes on padding. `bf16`
     runs the matrix products in bfloat16 (about twice as fast on CPUs with AVX-512 BF16; rates
-    then differ by about 1%)."""
+    then differ by about 1%) where the device has them natively, else float32."""
     device = next(model.parameters()).device
+    bf16 = bf16 and native_bf16(device)
     block = model.cfg.block_size
     columns = torch.from_numpy(outcome_columns(outcomes, model.cfg.vocab_size)).to(device)
     queries = torch.arange(1 + years_after, device=device)
@@ -55,6 +59,18 @@ def outcome_rates(model: TimelineGPT, timelines: Timelines, mark: Landmark, outc
             log_rate = model.log_rates(tokens.to(device), ages.to(device), birth.to(device), at=at)
         out[rows] = (log_rate.float().exp() @ columns).transpose(1, 2).cpu().numpy()
     return out
+
+
+@cache  # warn once per process
+def native_bf16(device: torch.device) -> bool:
+    """Whether `device` multiplies bfloat16 natively. A CPU without it (AVX2 only) emulates them,
+    about five times slower than float32, so asking for bf16 there gets float32 and a warning."""
+    native = (torch.cuda.is_bf16_supported() if device.type == "cuda"
+              else torch.ops.mkldnn._is_mkldnn_bf16_supported())  # oneDNN's own check of the CPU
+    if not native:
+        log.warning("--bf16: this %s has no native bfloat16 products (they would be emulated, several "
+                    "times slower); running float32", device.type)
+    return native
 
 
 def model_risk(model: TimelineGPT, timelines: Timelines, mark: Landmark, outcomes: list[Outcome],
