@@ -158,6 +158,15 @@ def test_an_outcome_whose_own_drift_is_lost_in_noise_takes_the_drift_pooled_over
     assert 0 < got["y"] < got["x"]
 
 
+def test_a_move_hidden_in_small_groups_noise_is_seen_in_the_overall_rate():
+    """Every group's 20 cases became 25: within a group that is less than its noise, but the
+    whole population's 60 becoming 75 is not, and every group shares that move."""
+    recent, older = _backtest([25] * 3, [20] * 3), _backtest([20] * 3, [20] * 3)
+    overall = np.log(75.5 / 60.5) ** 2 - 1 / 75.5 - 1 / 60.5
+    assert np.log(25.5 / 20.5) ** 2 < 1 / 25.5 + 1 / 20.5 and overall > 0
+    assert drift(recent, older)["drift"].item() == pytest.approx(overall, rel=1e-6)
+
+
 def test_a_shorter_horizon_borrows_the_longest_ones_departures_but_keeps_its_own_variance():
     short = _backtest([500, 1000, 2000], [1000] * 3)
     alike = evidence(_backtest([2500, 5000, 10000], [5000] * 3).with_columns(horizon_years=pl.lit(5.0)))

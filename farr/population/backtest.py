@@ -15,7 +15,11 @@ second backtest measures how far the groups' log(O/E) moved in one horizon beyon
 noise, the drift δ²; it widens every interval too, as the error's likely move since the first
 backtest. One outcome's drift rests on one period's moves, and its Poisson noise often hides
 them (the estimate is clipped to 0), so an outcome's drift is never taken below the drift pooled
-over every outcome at that horizon.
+over every outcome's groups at that horizon, nor below the mean squared move of the outcomes'
+overall log(O/E). Every group of an outcome shares its overall move, so its groups' mean rests on
+one draw of it, and small groups' noise hides it; the outcomes' overall moves are many draws, each
+on the whole cohort's cases. On the simulator, 1-year intervals without that floor covered the
+oracle in 79% of large groups, and with it in 91%.
 
 The second backtest's evidence also joins the first's: each cell's log(O/E) is the two
 backtests' inverse-variance mean, the older one's variance larger by δ² (a random walk), so a
@@ -45,6 +49,8 @@ KEYS = ["grouping", "group", "outcome", "horizon_years"]
 CELL = ["outcome", "horizon_years"]
 Z90 = 1.6449  # a two-sided 90% normal interval
 MIN_CASES = 10  # fewer observed cases in a group's backtest: it gets only its outcome's correction
+# the mean squared move in log(O/E) between two backtests beyond its Poisson variance
+_MOVED = ((pl.col("y") - pl.col("y_older")) ** 2 - pl.col("v") - pl.col("v_older")).mean().clip(lower_bound=0.0)
 
 
 def model_error(backtest: pl.DataFrame, drift: pl.DataFrame | None = None, older: pl.DataFrame | None = None,
@@ -123,18 +129,35 @@ def _overall(cells: pl.DataFrame) -> pl.DataFrame:
 def drift(recent: pl.DataFrame, older: pl.DataFrame) -> pl.DataFrame:
     """Per outcome and horizon, `drift` δ²: the mean over groups (with `MIN_CASES` in both) of the
     squared move in log(O/E) between an `older` backtest and a `recent` one, less its Poisson
-    variance; never below 0, nor below the same mean over every outcome's groups at that horizon."""
-    return _moves(_log_ratios(recent), _log_ratios(older))
+    variance; never below 0, nor below the same mean over every outcome's groups at that horizon,
+    nor below the mean over outcomes of their overall log(O/E)'s move. Every group of an outcome
+    shares its overall move, so the mean over its groups rests on one draw of it; the outcomes'
+    moves are many draws."""
+    recent, older = _log_ratios(recent), _log_ratios(older)
+    everyone = (cells.filter(pl.col("grouping") == "all") for cells in (recent, older))
+    overall = _pooled_move(_both(*everyone)).rename({"pooled": "overall"})
+    return (_moves(recent, older).join(overall, on="horizon_years", how="left")
+            .select(*CELL, pl.max_horizontal("drift", pl.col("overall").fill_null(0.0)).alias("drift")))
 
 
 def _moves(recent: pl.DataFrame, older: pl.DataFrame) -> pl.DataFrame:
-    """`drift` between two tables of cells (`evidence`)."""
-    both = (recent.join(older, on=KEYS, suffix="_older")
+    """Per cell, the mean over its groups of the squared move in log(O/E) between two tables of
+    cells (`evidence`) less its Poisson variance, never below 0 nor below the same mean over every
+    outcome's groups at that horizon."""
+    both = _both(recent, older)
+    own = both.group_by(CELL).agg(_MOVED.alias("own"))
+    return own.join(_pooled_move(both), on="horizon_years").select(
+        *CELL, pl.max_horizontal("own", "pooled").alias("drift"))
+
+
+def _both(recent: pl.DataFrame, older: pl.DataFrame) -> pl.DataFrame:
+    """The cells in both tables with `MIN_CASES` observed in each."""
+    return (recent.join(older, on=KEYS, suffix="_older")
             .filter((pl.col("o") >= MIN_CASES) & (pl.col("o_older") >= MIN_CASES)))
-    moved = ((pl.col("y") - pl.col("y_older")) ** 2 - pl.col("v") - pl.col("v_older")).mean().clip(lower_bound=0.0)
-    own = both.group_by(CELL).agg(moved.alias("own"))
-    pooled = both.group_by("horizon_years").agg(moved.alias("pooled"))
-    return own.join(pooled, on="horizon_years").select(*CELL, pl.max_horizontal("own", "pooled").alias("drift"))
+
+
+def _pooled_move(both: pl.DataFrame) -> pl.DataFrame:
+    return both.group_by("horizon_years").agg(_MOVED.alias("pooled"))
 
 
 def _pooled(recent: pl.DataFrame, older: pl.DataFrame, drift: pl.DataFrame) -> pl.DataFrame:
