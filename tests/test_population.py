@@ -167,19 +167,46 @@ def test_a_move_hidden_in_small_groups_noise_is_seen_in_the_overall_rate():
     assert drift(recent, older)["drift"].item() == pytest.approx(overall, rel=1e-6)
 
 
-def test_a_shorter_horizon_borrows_the_longest_ones_departures_but_keeps_its_own_variance():
+def test_a_horizon_borrows_another_ones_errors_but_keeps_its_own_variance():
     short = _backtest([500, 1000, 2000], [1000] * 3)
     alike = evidence(_backtest([2500, 5000, 10000], [5000] * 3).with_columns(horizon_years=pl.lit(5.0)))
     flat = evidence(_backtest([5000] * 3, [5000] * 3).with_columns(horizon_years=pl.lit(5.0)))
     own, _ = model_error(short)
-    same, _ = model_error(short, longer=alike)  # the same departures on five times the cases
-    pulled, _ = model_error(short, longer=flat)  # no departures there: this one's are pulled in a little
+    same, _ = model_error(short, other=alike)  # the same errors on five times the cases
+    pulled, _ = model_error(short, other=flat)  # no error there, far beyond noise: this one's are pulled in a little
     assert same["error_variance"].to_numpy() == pytest.approx(own["error_variance"].to_numpy())
     assert same["log_correction"].to_numpy() == pytest.approx(own["log_correction"].to_numpy(), abs=0.01)
-    mu = own.filter(pl.col("group") == "all")["log_correction"].item()
     for group in ("g0", "g2"):
         mine, there = (t.filter(pl.col("group") == group)["log_correction"].item() for t in (own, pulled))
-        assert abs(there - mu) < abs(mine - mu) and (there - mu) * (mine - mu) > 0
+        assert abs(there) < abs(mine) and there * mine > 0
+
+
+def test_an_error_within_a_short_horizons_noise_is_read_from_a_longer_ones_cases():
+    """A 1-year backtest's 75 cases against 60 expected is within its noise of the 5-year backtest's
+    finding that the model was right on 1,500 cases: its correction moves most of the way to none."""
+    short = _backtest([25] * 3, [20] * 3)
+    right = evidence(_backtest([500] * 3, [500] * 3).with_columns(horizon_years=pl.lit(5.0)))
+    own, _ = model_error(short)
+    borrowed, _ = model_error(short, other=right)
+    mine, there = (t.filter(pl.col("group") == "all")["log_correction"].item() for t in (own, borrowed))
+    assert mine == pytest.approx(np.log(75.5 / 60.5)) and 0 < there < 0.75 * mine
+    assert borrowed["error_variance"].to_numpy() == pytest.approx(own["error_variance"].to_numpy())
+
+
+def test_each_horizons_backtest_borrows_the_longest_other_ones_evidence(monkeypatch):
+    backtests = {years: (_backtest([20, 30], [20.0, 20.0]).with_columns(horizon_years=pl.lit(years)),)
+                 for years in (1.0, 2.0, 5.0)}
+    monkeypatch.setattr(view_module, "landmark_ages", lambda timelines, at: None)
+    monkeypatch.setattr(view_module, "_backtest_at", lambda *args: backtests[args[5]])  # args[5]: years back
+    borrowed = {}
+
+    def recorded(backtest, *rest, other=None):
+        borrowed[backtest["horizon_years"][0]] = other["horizon_years"].max()
+        return model_error(backtest, *rest, other=other)
+
+    monkeypatch.setattr(view_module, "model_error", recorded)
+    view_module.backtest(None, None, None, None, "2020-01-01", PopulationConfig(horizons=(1.0, 2.0, 5.0)))
+    assert borrowed == {5.0: 2.0, 2.0: 5.0, 1.0: 5.0}
 
 
 def test_an_outcome_the_backtest_never_saw_recorded_is_left_uncorrected():

@@ -25,13 +25,15 @@ The second backtest's evidence also joins the first's: each cell's log(O/E) is t
 backtests' inverse-variance mean, the older one's variance larger by δ² (a random walk), so a
 group's correction rests on up to twice the cases where its error has held still.
 
-A shorter horizon's backtest sees few cases in a group; the longest horizon's sees several times
-as many. Each group's departure from its outcome's overall log(O/E) at the longest horizon joins
-the shorter horizon's as evidence for its correction, its variance larger by how far the two
-horizons' departures differ beyond their Poisson noise (measured as the drift is). Only the
-correction borrows: the interval keeps the cell's own error variance, because the longer backtest
-is years older and the discrepancy rests on one pair of backtests; on the simulator, intervals
-narrowed by the borrowed evidence covered the oracle too rarely.
+A model that overestimates an outcome over 5 years mostly overestimates it over 1 (on the
+simulator, the overall log(O/E) of the two horizons differed by about 0.05 rms over outcomes, where
+a 1-year backtest's Poisson noise alone is 0.1 or more), and each horizon's backtest holds evidence
+the other lacks: the longer one several times the cases, the shorter one a more recent window.
+So each horizon's correction also pools in the other backtest's log(O/E) per group, its variance
+larger by how far the two horizons' log(O/E) differ beyond their Poisson noise (measured as the
+drift is). Only the correction borrows: the interval keeps the cell's own error variance, because
+the other evidence is years apart and the discrepancy rests on one pair of backtests; on the
+simulator, intervals narrowed by the borrowed evidence covered the oracle too rarely.
 
 An outcome the backtest's whole cohort never had recorded, though the model expected at least
 `MIN_CASES` cases, did not yet exist in the data then (a new disease, a new code): the backtest
@@ -54,18 +56,18 @@ _MOVED = ((pl.col("y") - pl.col("y_older")) ** 2 - pl.col("v") - pl.col("v_older
 
 
 def model_error(backtest: pl.DataFrame, drift: pl.DataFrame | None = None, older: pl.DataFrame | None = None,
-                *, longer: pl.DataFrame | None = None) -> tuple[pl.DataFrame, pl.DataFrame]:
+                *, other: pl.DataFrame | None = None) -> tuple[pl.DataFrame, pl.DataFrame]:
     """From a backtest's observed_cases and model_cases_followed per group, outcome and horizon:
     each group's `log_correction` and `error_variance` (log-rate scale), and each outcome and
     horizon's overall log(O/E) `mu` and error variance `tau2`; both variances include the
     `drift` (from `drift`) where given. With the `older` backtest too, each cell's log(O/E) is
     both backtests' inverse-variance mean, the older one's variance counting the drift since.
-    With `longer`, a longer horizon's `evidence`, each correction borrows its group's departure
-    at the longest horizon there; the error variances stay the cell's own."""
+    With `other`, another horizon's `evidence`, each correction borrows its group's log(O/E) at
+    the longest horizon there; the error variances stay the cell's own."""
     cells = evidence(backtest, drift, older)
     error, outcome_wide = _shrunk(cells)
-    if longer is not None:
-        point, _ = _shrunk(_borrowed(cells, longer))
+    if other is not None:
+        point, _ = _shrunk(_borrowed(cells, other))
         error = point.drop("error_variance").join(error.select(*KEYS, "error_variance"), on=KEYS, how="left")
     if drift is None:
         return error, outcome_wide
@@ -104,21 +106,13 @@ def _shrunk(cells: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
     return pl.concat([everyone, corrected.select(everyone.columns)]), outcome_wide
 
 
-def _borrowed(cells: pl.DataFrame, longer: pl.DataFrame) -> pl.DataFrame:
-    """`cells` with each group's departure from its outcome's overall log(O/E) at the longest
-    horizon of `longer` pooled in, that evidence's variance larger by the two horizons' discrepancy."""
-    longest = _departures(longer.filter(pl.col("horizon_years") == pl.col("horizon_years").max())).select(
-        "grouping", "group", "outcome", pl.col("departure").alias("longer"), pl.col("v").alias("v_longer"),
-        pl.col("o").alias("o_longer"))
-    here_plus_there = pl.col("mu") + pl.col("longer")  # the outcome's log(O/E) here + the group's departure there
-    as_own = (_departures(cells).join(longest, on=["grouping", "group", "outcome"])
-              .select(*KEYS, pl.col("o_longer").alias("o"), here_plus_there.alias("y"), pl.col("v_longer").alias("v")))
-    return _pooled(cells, as_own, _moves(cells, as_own))
-
-
-def _departures(cells: pl.DataFrame) -> pl.DataFrame:
-    departure = (pl.col("y") - pl.col("mu")).alias("departure")
-    return cells.join(_overall(cells).drop("v_mu"), on=CELL).with_columns(departure)
+def _borrowed(cells: pl.DataFrame, other: pl.DataFrame) -> pl.DataFrame:
+    """`cells` with each group's log(O/E) at the longest horizon of `other` (another horizon's
+    `evidence`) pooled in, that evidence's variance larger by the two horizons' discrepancy."""
+    longest = other.filter(pl.col("horizon_years") == pl.col("horizon_years").max())
+    there = cells.select(*KEYS).join(longest.select("grouping", "group", "outcome", "o", "y", "v"),
+                                     on=["grouping", "group", "outcome"])
+    return _pooled(cells, there, _moves(cells, there))
 
 
 def _overall(cells: pl.DataFrame) -> pl.DataFrame:

@@ -239,20 +239,22 @@ def scaled_risks(model, timelines, outcomes, cfg: PopulationConfig, factors, mar
 def backtest(risks_of, dataset, timelines, outcomes, at: str, cfg: PopulationConfig):
     """The model's error per group (`backtest.model_error`) for each horizon h, from the latest
     landmark whose h-year follow-up is complete (ceil(h) years before `at`), with its drift from
-    a second landmark as far back again where the data reach; shorter horizons borrow the longest
-    one's evidence. None (with a note) where the data reach back for no horizon. `risks_of(cohort,
-    horizons)` gives a cohort's per-person risks as the view reads them (scaled alike)."""
+    a second landmark as far back again where the data reach; each horizon's corrections borrow
+    the evidence of the longest other backtest (the longest one's, of the next longest). None
+    (with a note) where the data reach back for no horizon. `risks_of(cohort, horizons)` gives a
+    cohort's per-person risks as the view reads them (scaled alike)."""
     ages = landmark_ages(timelines, at)
-    longer, parts = None, []
+    found = {}
     for years in sorted({float(np.ceil(h)) for h in cfg.horizons}, reverse=True):  # the longest first
         tables = _backtest_at(risks_of, dataset, timelines, outcomes, ages, years,
                               [h for h in cfg.horizons if np.ceil(h) == years], cfg)
         if tables:
-            parts.append(model_error(*tables, longer=longer))
-            if longer is None:
-                longer = evidence(*tables)
-    if not parts:
+            found[years] = tables
+    if not found:
         return None
+    evidences = {years: evidence(*tables) for years, tables in found.items()}
+    parts = [model_error(*tables, other=next((e for y, e in evidences.items() if y != years), None))
+             for years, tables in found.items()]
     return tuple(pl.concat(tables) for tables in zip(*parts))
 
 
