@@ -240,7 +240,7 @@ def backtest(risks_of, dataset, timelines, outcomes, at: str, cfg: PopulationCon
     """The model's error per group (`backtest.model_error`) for each horizon h, from the latest
     landmark whose h-year follow-up is complete (ceil(h) years before `at`), with its drift from
     a second landmark as far back again where the data reach; each horizon's corrections borrow
-    the evidence of the longest other backtest (the longest one's, of the next longest). None
+    the evidence of the longest other backtest (so the longest borrows the next longest's). None
     (with a note) where the data reach back for no horizon. `risks_of(cohort, horizons)` gives a
     cohort's per-person risks as the view reads them (scaled alike)."""
     ages = landmark_ages(timelines, at)
