@@ -97,6 +97,13 @@ def _backtest(observed: list[int], expected: list[float]) -> pl.DataFrame:
                          "model_cases_followed": [float(sum(expected)), *map(float, expected)]})
 
 
+def _noise(observed: list[int], expected: list[float]) -> list[float]:
+    """The Poisson variance of each group's log(O/E) in `_backtest`, 1 / its cases expected at the
+    overall O/E, and then the whole population's."""
+    overall = (sum(observed) + 0.5) / (sum(expected) + 0.5)
+    return [1 / ((e + 0.5) * overall) for e in expected] + [1 / (sum(observed) + 0.5)]
+
+
 def _corrections(error: pl.DataFrame) -> dict[str, tuple[float, float]]:
     return {g: (float(np.exp(c)), v) for g, c, v in error.select("group", "log_correction", "error_variance").rows()}
 
@@ -117,12 +124,23 @@ def test_groups_that_erred_apart_keep_most_of_their_own_correction_and_a_wider_i
     assert MIN_CASES > 5 and got["g4"][0] == pytest.approx(got["all"][0])  # too few cases for its own
 
 
+def test_groups_expected_to_have_as_many_cases_are_shrunk_alike_whether_they_had_fewer_or_more():
+    """With 1/O as the variance, the group that fell short of the model's 1,000 cases would look
+    noisier than the one that exceeded them, and keep less of its own correction."""
+    error, _ = model_error(_backtest([500, 2000, 1000, 1000], [1000] * 4))
+    mu = np.log(4500.5 / 4000.5)
+    got = _corrections(error)
+    kept = {group: (np.log(got[group][0]) - mu) / (np.log((observed + 0.5) / 1000.5) - mu)
+            for group, observed in (("g0", 500), ("g1", 2000))}
+    assert 0.5 < kept["g0"] < 1 and kept["g0"] == pytest.approx(kept["g1"])
+
+
 def test_drift_is_how_far_errors_moved_beyond_noise_and_it_widens_every_interval():
     recent, steady = _backtest([2000, 1000, 500], [1000] * 3), _backtest([2000, 1000, 500], [1000] * 3)
     moved = _backtest([1000, 1000, 1000], [1000] * 3)  # the older backtest found no error at all
     assert drift(recent, steady)["drift"].item() == 0.0  # identical errors: the noise alone, clipped at 0
     expected = np.mean([np.log(2000.5 / 1000.5) ** 2, 0.0, np.log(1000.5 / 500.5) ** 2, np.log(3500.5 / 3000.5) ** 2])
-    noise = np.mean([1 / 2000.5 + 1 / 1000.5, 2 / 1000.5, 1 / 500.5 + 1 / 1000.5, 1 / 3500.5 + 1 / 3000.5])
+    noise = np.mean(np.add(_noise([2000, 1000, 500], [1000] * 3), _noise([1000] * 3, [1000] * 3)))
     assert drift(recent, moved)["drift"].item() == pytest.approx(expected - noise, rel=1e-6)
     without, overall = model_error(recent)
     within, wider = model_error(recent, drift(recent, moved))
@@ -150,8 +168,8 @@ def test_an_outcome_whose_own_drift_is_lost_in_noise_takes_the_drift_pooled_over
     recent = both(_backtest([2000, 1000, 500], [1000] * 3), _backtest([2000, 1000, 500], [1000] * 3))
     older = both(_backtest([1000, 1000, 1000], [1000] * 3), _backtest([2000, 1000, 500], [1000] * 3))
     moved = [np.log(3500.5 / 3000.5) ** 2, np.log(2000.5 / 1000.5) ** 2, 0.0, np.log(1000.5 / 500.5) ** 2]
-    noise_x = [1 / 3500.5 + 1 / 3000.5, 1 / 2000.5 + 1 / 1000.5, 2 / 1000.5, 1 / 500.5 + 1 / 1000.5]
-    noise_y = [2 / 3500.5, 2 / 2000.5, 2 / 1000.5, 2 / 500.5]  # y's errors did not move: its own drift is 0
+    noise_x = np.add(_noise([2000, 1000, 500], [1000] * 3), _noise([1000] * 3, [1000] * 3))
+    noise_y = 2 * np.array(_noise([2000, 1000, 500], [1000] * 3))  # y's errors did not move: its own drift is 0
     got = dict(drift(recent, older).select("outcome", "drift").rows())
     assert got["x"] == pytest.approx(np.mean(moved) - np.mean(noise_x), rel=1e-6)
     assert got["y"] == pytest.approx((sum(moved) - sum(noise_x) - sum(noise_y)) / 8, rel=1e-6)

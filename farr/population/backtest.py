@@ -7,8 +7,15 @@ horizon, the observed cases O against the model's expected cases E for the same 
 each outcome and horizon, the overall log(O/E) corrects every group (recalibration in the
 large); the spread of the groups' log(O/E) beyond its Poisson noise is the model's error
 variance τ² (a DerSimonian–Laird moment estimate). Each group's own log(O/E), shrunk towards
-the overall one by τ² / (τ² + 1/O), corrects it further (empirical Bayes). The variance left,
-τ²·(1/O) / (τ² + 1/O), plus the overall ratio's own Poisson variance, widens its intervals.
+the overall one by τ² / (τ² + 1/λ), corrects it further (empirical Bayes). The variance left,
+τ²·(1/λ) / (τ² + 1/λ), plus the overall ratio's own Poisson variance, widens its intervals.
+
+A group's Poisson variance 1/λ counts the cases λ = E × (the outcome's overall O/E) it would have
+had at the overall ratio, as a funnel plot does, not the cases O it had: with 1/O, a group that
+fell short of the model's expectation looked noisier than one that exceeded it by as much, so
+the groups' spread, and each group's own correction, leant towards the groups with more cases.
+On the simulator's four stored backtests this raised the large groups' 90% coverage by 2 to 3.5
+points (to 88% at 2019-01-01), the intervals about 5% wider.
 
 The correction is one horizon old by the landmark. Where the data reach back two horizons, a
 second backtest measures how far the groups' log(O/E) moved in one horizon beyond their Poisson
@@ -176,12 +183,14 @@ def unrecorded(backtest: pl.DataFrame) -> pl.DataFrame:
 
 def _log_ratios(backtest: pl.DataFrame) -> pl.DataFrame:
     """Each cell's observed `o`, expected `e`, log(O/E) `y` (half a case added to both) and its
-    variance `v`; none for an outcome `unrecorded` then."""
+    Poisson variance `v`, 1 / the cases expected at its outcome's overall O/E; none for an outcome
+    `unrecorded` then."""
+    ratio = (pl.col("o") + 0.5) / (pl.col("e") + 0.5)
+    overall = ratio.filter(pl.col("grouping") == "all").first().over(CELL)
     return (backtest.filter(pl.col("model_cases_followed") > 0).join(unrecorded(backtest), on=CELL, how="anti")
             .with_columns(pl.col("observed_cases").cast(pl.Float64).fill_null(0.0).alias("o"),
                           pl.col("model_cases_followed").alias("e"))
-            .with_columns(((pl.col("o") + 0.5) / (pl.col("e") + 0.5)).log().alias("y"),
-                          (1.0 / (pl.col("o") + 0.5)).alias("v")))
+            .with_columns(ratio.log().alias("y"), (1.0 / ((pl.col("e") + 0.5) * overall)).alias("v")))
 
 
 def _plus_drift(table: pl.DataFrame, variance: str, drift: pl.DataFrame) -> pl.DataFrame:
