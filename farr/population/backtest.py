@@ -14,8 +14,8 @@ A group's Poisson variance 1/λ counts the cases λ = E × (the outcome's overal
 had at the overall ratio, as a funnel plot does, not the cases O it had: with 1/O, a group that
 fell short of the model's expectation looked noisier than one that exceeded it by as much, so
 the groups' spread, and each group's own correction, leant towards the groups with more cases.
-On the simulator's four stored backtests this raised the large groups' 90% coverage by 2 to 3.5
-points (to 88% at 2019-01-01), the intervals about 5% wider.
+On the simulator (three models, four landmark views) this raised the large groups' 90%
+coverage by 2 to 3.5 points (to 88% at 2019-01-01), the intervals about 5% wider.
 
 The correction is one horizon old by the landmark. Where the data reach back two horizons, a
 second backtest measures how far the groups' log(O/E) moved in one horizon beyond their Poisson
