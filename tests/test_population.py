@@ -16,7 +16,7 @@ from farr.forecast.predict import forecast
 from farr.model.train import TrainConfig, load_model, train
 from farr.population import oracle as oracle_module
 from farr.population import view as view_module
-from farr.population import calibration
+from farr.population import calibration, planning
 from farr.population.calibration import calibrated, rollout_factors
 from farr.population.backtest import MIN_CASES, Z90, corrected, drift, evidence, model_error, unrecorded
 from farr.population.groups import AGE_BANDS, GROUPINGS, age_band, parse_groupings
@@ -402,6 +402,21 @@ def test_analytic_rates_are_scaled_to_the_sampled_futures_in_each_age_band(small
     compared = rollout > 0
     assert compared.sum() > 20
     np.testing.assert_allclose(analytic[compared], rollout[compared], rtol=0.02)
+
+
+def test_rollout_risks_sample_each_persons_futures_once_and_plan_from_all_of_them(small, monkeypatch):
+    """`--risks rollout` draws everyone's futures once: they give both the risks and the planning
+    projections, which then count every person, not a subsample sampled a second time."""
+    model, dataset = small
+    sampled, sample_futures = [], planning.sample_futures
+    monkeypatch.setattr(planning, "sample_futures",
+                        lambda model, timelines, mark, *a, **k: sampled.append(len(mark.people))
+                        or sample_futures(model, timelines, mark, *a, **k))
+    cfg = PopulationConfig(at="2018-01-01", horizons=(1.0,), samples=2, risks="rollout", groupings=("sex",),
+                           sdc="minimum10", backtest=False, **SMALL)
+    result = population_view(model, dataset, cfg)
+    assert len(sampled) == 1 and sampled[0] > cfg.planning_people
+    assert set(result["planning"]["people_sampled"]) == set(result["planning"]["people"])
 
 
 def test_sampled_over_analytic_risk_scales_each_age_bands_risks():

@@ -66,6 +66,13 @@ def expected_first_occurrences(model: TimelineGPT, timelines: Timelines, outcome
                                horizons: list[float], draws: int, seed: int) -> np.ndarray:
     """(people, outcomes, horizons) probability of each outcome's first event within each horizon,
     as the mean over `draws` sampled futures of its rate integrated along them."""
-    futures = sample_futures(model, timelines, mark, max(horizons), draws, stop_tokens=death_tokens(outcomes),
-                             seed=seed, watch=(outcomes, list(horizons)))
-    return np.minimum(futures.exposed.mean(axis=1), 1.0)  # a probability, though a path's integral can pass 1
+    return first_occurrence_risk(sample_futures(model, timelines, mark, max(horizons), draws,
+                                                stop_tokens=death_tokens(outcomes), seed=seed,
+                                                watch=(outcomes, list(horizons))))
+
+
+def first_occurrence_risk(futures: Futures) -> np.ndarray:
+    """(people, outcomes, horizons) from futures sampled with `watch`: the mean over each person's
+    draws of each outcome's rate integrated to its first event, capped at 1 (a probability,
+    though one path's integral can pass 1)."""
+    return np.minimum(futures.exposed.mean(axis=1), 1.0)

@@ -1,9 +1,10 @@
 """Planning: emergency admissions, A&E attendances and new diagnoses per region per year, from
 futures sampled by the model for the people registered at the landmark.
 
-Futures are sampled for a random subsample of people (all of them when there are few); each
-region's totals are scaled by its people over its sampled people (a ratio estimator), and
-intervals come from the same Poisson bootstrap over the sampled people. The cohort is closed:
+Futures are sampled for a random subsample of people (all of them when there are few, or when
+the view's risks come from everyone's futures, which it reuses); each region's totals are scaled
+by its people over its sampled people (a ratio estimator), and intervals come from the same
+Poisson bootstrap over the sampled people. The cohort is closed:
 people who are born or register after the landmark are not in it, and deaths in the sampled
 futures end them, so later years count a shrinking, ageing cohort.
 """

@@ -197,9 +197,10 @@ def _sig(value: float) -> str:
 
 def _planning(report: Report, planning: pl.DataFrame, cfg: dict) -> None:
     report.heading("Planning: projected events per region and year")
-    report.text(f"From {cfg['samples']} futures sampled by the model for each of up to {cfg['planning_people']:,} "
-                "people, scaled to each region's people at the landmark. A closed cohort: no births or new "
-                "registrations, so later years count a shrinking, ageing population.")
+    who = "each person" if cfg["risks"] == "rollout" else f"each of up to {cfg['planning_people']:,} people"
+    report.text(f"From {cfg['samples']} futures sampled by the model for {who}, scaled to each region's people "
+                "at the landmark. A closed cohort: no births or new registrations, so later years count a shrinking, "
+                "ageing population.")
     report.figure(region_figure(planning), "regions", "Projected events per year by region (90% intervals)")
     last = planning["year"].max()
     rows = planning.filter(pl.col("year").is_in([1, last])).sort("measure", "region", "year")

@@ -25,7 +25,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
 from farr.events.io import read_outcomes
 from farr.forecast.landmark import landmark, landmark_ages, labels, outcomes_for, timelines_for
-from farr.forecast.generate import expected_first_occurrences
+from farr.forecast.generate import first_occurrence_risk
 from farr.forecast.risk import model_risk, not_at_risk
 from farr.model.card import data_window, read_card
 from farr.model.train import load_model
@@ -54,7 +54,7 @@ class PopulationConfig:
     samples: int = 2  # futures per sampled person, for the planning projections and the scaling of analytic
     # risks (`calibration.py`); 0: neither
     risks: str = "analytic"  # or "rollout": each person's risks from `samples` sampled futures (slower)
-    planning_people: int = 10_000  # people whose futures are sampled (a random subsample)
+    planning_people: int = 10_000  # people whose futures are sampled (a random subsample); rollout risks sample all
     replicates: int = REPLICATES
     sdc: str = "opensafely"
     oracle_draws: int = 100  # the yardstick's own error: 1/sqrt(cases × draws), 2% for 20 cases a group
@@ -76,14 +76,6 @@ def check_horizons(model_dir, horizons) -> float:
             raise ValueError(f"--horizon {h:g}y is beyond the model's training window ({window['first_date']} to "
                              f"{window['last_date']}, {years:.1f} years): it never saw follow-up that long")
     return years
-
-
-def person_risks(model, timelines, mark, outcomes, cfg: PopulationConfig) -> np.ndarray:
-    """(n, outcomes, horizons): analytic (the rates read at the landmark and on each anniversary),
-    or from `samples` sampled futures of each person (new conditions play out too)."""
-    if cfg.risks == "analytic":
-        return model_risk(model, timelines, mark, outcomes, list(cfg.horizons), bf16=cfg.bf16)
-    return expected_first_occurrences(model, timelines, outcomes, mark, list(cfg.horizons), cfg.samples, cfg.seed)
 
 
 def landmark_cohort(model_dir, dataset, at: str | None):
@@ -143,9 +135,9 @@ def population_view(model_dir, dataset, cfg: PopulationConfig | None = None, *, 
         model, timelines, outcomes, at, mark = landmark_cohort(model_dir, dataset, cfg.at)
         groups = landmark_groups(dataset, timelines, mark, cfg)
         step("per-person risks")
-        at_risk, risk = landmark_risks(model, timelines, mark, outcomes, cfg)
+        at_risk, risk, drawn = landmark_risks(model, timelines, mark, outcomes, cfg)
         step("sampled futures")
-        planning, factors = sampled_futures(model, timelines, mark, outcomes, groups, at_risk, risk, cfg)
+        planning, factors = sampled_futures(model, timelines, mark, outcomes, groups, at_risk, risk, drawn, cfg)
         risk = risk if factors is None else calibrated(risk, mark.age, factors)
         risks_of = partial(scaled_risks, model, timelines, outcomes, cfg, factors)
         step("group totals")
@@ -199,25 +191,34 @@ def landmark_groups(dataset, timelines, mark, cfg: PopulationConfig) -> dict[str
         dataset, timelines.subject_id[mark.people], mark.age, list(cfg.groupings))
 
 
-def landmark_risks(model, timelines, mark, outcomes, cfg: PopulationConfig) -> tuple[np.ndarray, np.ndarray]:
-    """(at risk (n, outcomes), risks (n, outcomes, horizons), 0 where not at risk)."""
-    at_risk = ~not_at_risk(mark, outcomes)
-    risk = np.where(at_risk[:, :, None], person_risks(model, timelines, mark, outcomes, cfg), 0.0)
-    return at_risk, risk.astype(np.float32)
+def landmark_risks(model, timelines, mark, outcomes, cfg: PopulationConfig):
+    """(at risk (n, outcomes), risks (n, outcomes, horizons) with 0 where not at risk, drawn):
+    analytic risks (the rates read at the landmark and on each anniversary; drawn is None), or
+    rollout risks from `samples` sampled futures of everyone (new conditions play out too;
+    drawn is `planning.rollouts`' (rows, futures), so the planning reuses them)."""
+    at_risk, drawn = ~not_at_risk(mark, outcomes), None
+    if cfg.risks == "analytic":
+        risk = model_risk(model, timelines, mark, outcomes, list(cfg.horizons), bf16=cfg.bf16)
+    else:
+        drawn = rollouts(model, timelines, mark, outcomes, list(cfg.horizons), draws=cfg.samples,
+                         people=len(mark.people), seed=cfg.seed)
+        risk = first_occurrence_risk(drawn[1])
+    return at_risk, np.where(at_risk[:, :, None], risk, 0.0).astype(np.float32), drawn
 
 
-def sampled_futures(model, timelines, mark, outcomes, groups, at_risk, risk, cfg: PopulationConfig):
-    """(planning table, factors): futures of a subsample of the cohort give the planning
-    projections and, for analytic risks, the factors that scale them to the futures
-    (`calibration.py`); (None, None) without samples, and None factors for rollout risks."""
+def sampled_futures(model, timelines, mark, outcomes, groups, at_risk, risk, drawn, cfg: PopulationConfig):
+    """(planning table, factors): sampled futures give the planning projections and, for analytic
+    risks, the factors that scale them to the futures (`calibration.py`): those `drawn` for rollout
+    risks (everyone's), else a random `planning_people` of the cohort's. (None, None) without
+    samples, and None factors for rollout risks."""
     if not cfg.samples:
         if cfg.risks == "analytic":
             cfg.notes.append("no sampled futures (--samples 0): no planning projections, and the rates are the "
                              "analytic reading alone, which misses cases that come after other events")
         return None, None
     horizons = list(cfg.horizons)
-    sample, futures = rollouts(model, timelines, mark, outcomes, horizons, draws=cfg.samples,
-                               people=cfg.planning_people, seed=cfg.seed)
+    sample, futures = drawn or rollouts(model, timelines, mark, outcomes, horizons, draws=cfg.samples,
+                                        people=cfg.planning_people, seed=cfg.seed)
     planning = project(futures, sample, mark, outcomes, groups.get("region", groups["all"]),
                        years=int(np.ceil(max(horizons))), draws=cfg.samples, replicates=cfg.replicates, seed=cfg.seed)
     if cfg.risks != "analytic":
@@ -229,7 +230,7 @@ def sampled_futures(model, timelines, mark, outcomes, groups, at_risk, risk, cfg
 def scaled_risks(model, timelines, outcomes, cfg: PopulationConfig, factors, mark, horizons) -> np.ndarray:
     """A cohort's `landmark_risks` for `horizons` (some of the view's), scaled by the sampled
     futures' `factors` where there are any."""
-    _, risk = landmark_risks(model, timelines, mark, outcomes, replace(cfg, horizons=tuple(horizons)))
+    _, risk, _ = landmark_risks(model, timelines, mark, outcomes, replace(cfg, horizons=tuple(horizons)))
     if factors is None:
         return risk
     columns = [list(cfg.horizons).index(h) for h in horizons]
