@@ -396,12 +396,13 @@ STRATEGY = typer.Option("fedavg", "--strategy", help="fedavg, fedavgm (server mo
 
 def _federation(rounds: int, local_steps: int, config: str, strategy: str, mu: float = 0.01,
                 dp_noise: float | None = None, dp_clip: float = 1.0, batch_size: int = 16, seed: int = 0,
-                momentum: float = 0.5, secure: bool = False):
+                momentum: float = 0.5, secure: bool = False, round_timeout: float | None = 3600.0):
     from farr.federated.client import LocalConfig
     from farr.federated.strategy import FederationConfig
 
     return FederationConfig(rounds=rounds, strategy=strategy, proximal_mu=mu, server_momentum=momentum,
                             dp_noise_multiplier=dp_noise, dp_clipping_norm=dp_clip, secure_aggregation=secure,
+                            round_timeout_s=round_timeout,
                             local=LocalConfig(preset=config, local_steps=local_steps, batch_size=batch_size, seed=seed))
 
 
@@ -422,6 +423,8 @@ def federate_command(
     dp_clip: float = typer.Option(1.0, "--dp-clip", help="Central DP: L2 clipping norm of each site's update."),
     secagg: bool = typer.Option(False, "--secagg", help="Flower SecAgg+: the server sees only the sum of the sites' models."),
     processes: bool = typer.Option(False, "--processes", help="One process per site, talking to a server on loopback."),
+    round_timeout: float = typer.Option(3600.0, "--round-timeout",
+                                        help="Seconds a site may take to answer in a round before it drops out of it."),
     min_count: int = typer.Option(10, "--min-count", help="Vocabulary: codes each site shares only from this count."),
     seed: int = typer.Option(0, "--seed"),
 ) -> None:
@@ -432,7 +435,8 @@ def federate_command(
 
     if out is None:
         raise ValueError("--out: name the model directory")
-    cfg = _federation(rounds, local_steps, config, strategy, mu, dp_noise, dp_clip, batch_size, seed, momentum, secagg)
+    cfg = _federation(rounds, local_steps, config, strategy, mu, dp_noise, dp_clip, batch_size, seed, momentum, secagg,
+                      round_timeout)
     checked = check_sites(_sites(sites))
     result = federate(checked, out, cfg, processes=processes, tokenizer=agree_vocabulary(checked, min_count))
     for r in result["rounds"]:

@@ -11,6 +11,8 @@ import numpy as np
 import polars as pl
 import pytest
 from flwr.common import Code, FitRes, Status, ndarrays_to_parameters
+from flwr.common.serde import message_from_proto
+from flwr.proto.message_pb2 import Message as ProtoMessage
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
@@ -203,6 +205,50 @@ def test_secure_aggregation_gives_the_weighted_average_and_never_shows_one_sites
     assert strategy.rounds[0]["mb_from_sites"] > strategy.rounds[0]["mb_to_sites"] > 0  # masked sums cost more
 
 
+class FallsSilent(InProcessLink):
+    """A site that stays connected but stops answering at one SecAgg+ stage of the second round."""
+
+    def __init__(self, app, node_id, stage: str):
+        super().__init__(app, node_id)
+        self.stage, self.silent = stage, False
+
+    def send_bytes(self, data):
+        message = message_from_proto(ProtoMessage.FromString(data))
+        stage = message.content.config_records.get("secaggplus_configs", {}).get("stage")
+        self.silent = self.silent or (message.metadata.group_id, stage) == ("2", self.stage)
+        if not self.silent:
+            super().send_bytes(data)
+
+    def poll(self, timeout):
+        return not self.silent
+
+    def recv_bytes(self):
+        assert not self.silent, "the server waited for an answer that was never coming"
+        return super().recv_bytes()
+
+
+@pytest.mark.parametrize("stage, aggregated", [("collect_masked_vectors", True), ("setup", False)])
+def test_a_site_silent_past_the_round_timeout_drops_out_and_the_federation_goes_on(trainers, tokenizer, stage,
+                                                                                    aggregated):
+    """Silent once its keys are shared, a site's mask is removed with the others' shares and the round
+    is aggregated without it; silent at the round's setup, Flower's SecAgg+ asks the others for
+    shares of keys it never sent, so the round stops (and is logged), but nothing waits forever."""
+    for t in trainers:
+        t.reset()
+    grid = SiteGrid({1: InProcessLink(site_app(SiteClient(trainers[0]), clipped=False), 1),
+                     2: FallsSilent(site_app(SiteClient(trainers[1]), clipped=False), 2, stage),
+                     3: InProcessLink(site_app(SiteClient(trainers[2]), clipped=False), 3)})
+    cfg = replace(SECURE, round_timeout_s=0.5)
+    strategy = build_strategy(cfg, initial_parameters(tokenizer, cfg.local), vocabulary_sha256(tokenizer), 3)
+    run_secure_rounds(grid, strategy, cfg)
+    assert [r["aggregated"] for r in strategy.rounds] == [True, aggregated]
+    assert strategy.records[trainers[1].name]["dropouts"] == [2]
+    assert strategy.rounds[1]["dropouts"] == [trainers[1].name]  # not the sites the protocol failed after it
+    assert grid.lost == {2: "no answer within the round timeout (train)"}
+    if aggregated:
+        assert sorted(strategy.rounds[1]["sites"]) == sorted(t.name for t in (trainers[0], trainers[2]))
+
+
 def test_secure_aggregation_stops_a_round_it_cannot_unmask_and_logs_it(trainers, tokenizer):
     for t in trainers[:2]:
         t.reset()
@@ -257,6 +303,8 @@ def test_server_momentum_carries_part_of_the_last_step_into_the_next():
 def test_bad_federation_settings_are_refused(sites, model):
     with pytest.raises(ValueError, match="--strategy 'fedsgd'"):
         FederationConfig(strategy="fedsgd")
+    with pytest.raises(ValueError, match="--round-timeout must be positive seconds, got 0"):
+        FederationConfig(round_timeout_s=0)
     with pytest.raises(FileExistsError, match="already holds a model"):
         federate(sites, model[0], FAST)
     with pytest.raises(FileNotFoundError, match="no such site dataset"):

@@ -136,7 +136,7 @@ def run_rounds(clients: list[SiteClient], tokenizer: Tokenizer, cfg: FederationC
     manager = SimpleClientManager()
     for i, client in enumerate(clients):
         manager.register(InProcessSite(str(i), client))
-    Server(client_manager=manager, strategy=strategy).fit(cfg.rounds, timeout=None)
+    Server(client_manager=manager, strategy=strategy).fit(cfg.rounds, timeout=cfg.round_timeout_s)
     return strategy
 
 
@@ -153,7 +153,8 @@ def _on_loopback(sites: list[Path], tokenizer: Tokenizer, cfg: FederationConfig)
         address = f"127.0.0.1:{_free_port()}"
         workers = [start([*command, "--site", str(site), "--server", address]) for site in sites]
         try:
-            start_server(server_address=address, config=ServerConfig(num_rounds=cfg.rounds), strategy=strategy)
+            start_server(server_address=address, strategy=strategy,
+                         config=ServerConfig(num_rounds=cfg.rounds, round_timeout=cfg.round_timeout_s))
         finally:
             for worker in workers:
                 stop(worker)

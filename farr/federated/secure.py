@@ -118,7 +118,7 @@ def serve_site(connection: Connection, app: ClientApp, node_id: int) -> None:
 
 # -- links from the grid to the sites ----------------------------------------------------------
 class InProcessLink:
-    """A site in this process: each message is answered as it is sent."""
+    """A site in this process, with a Connection's methods: each message is answered as it is sent."""
 
     def __init__(self, app: ClientApp, node_id: int):
         self.app, self.context, self.replies = app, node_context(node_id), deque()
@@ -126,19 +126,28 @@ class InProcessLink:
     def send_bytes(self, data: bytes) -> None:
         self.replies.append(answer(self.app, self.context, data))
 
+    def poll(self, timeout: float) -> bool:
+        return bool(self.replies)
+
     def recv_bytes(self) -> bytes:
         return self.replies.popleft()
+
+    def close(self) -> None:
+        self.replies.clear()
 
 
 class SiteGrid(Grid):
     """Flower's Grid over farr's sites: each message goes, as Flower's protobuf, down one site's link
-    (all of a stage's messages first, so sites in their own processes work at once)."""
+    (all of a stage's messages first, so sites in their own processes work at once). A site whose
+    link breaks, or that has not answered by the workflow's timeout, is dropped from the grid: a
+    late answer would otherwise be read as the answer to the next message."""
 
     def __init__(self, links: dict[int, InProcessLink | Connection]):
         self.links, self._run = links, Run.create_empty(RUN_ID)
         self.pending: dict[str, Message] = {}
         self.traffic: Counter = Counter()  # bytes by (round, "to_sites" | "from_sites")
-        self.failed: dict[str, set[int]] = {}  # nodes that answered a round with an error, by round
+        self.failed: dict[str, set[int]] = {}  # by round, the nodes that failed at its first failing stage
+        self.lost: dict[int, str] = {}  # nodes dropped from the grid, and why
 
     def set_run(self, run: Run) -> None:
         self._run = run
@@ -164,33 +173,43 @@ class SiteGrid(Grid):
             ids.append(message.metadata.message_id)
         return ids
 
-    def pull_messages(self, message_ids) -> list[Message]:
-        return [self._reply(self.pending.pop(i)) for i in message_ids]
+    def pull_messages(self, message_ids, deadline: float | None = None) -> list[Message]:
+        replies = [self._reply(self.pending.pop(i), deadline) for i in message_ids]
+        failed: dict[str, set[int]] = {}
+        for reply in replies:
+            if reply.has_error():
+                failed.setdefault(reply.metadata.group_id, set()).add(reply.metadata.src_node_id)
+        for group, nodes in failed.items():  # at later stages the others fail because of these, not themselves
+            self.failed.setdefault(group, nodes)
+        return replies
 
     def send_and_receive(self, messages, *, timeout=None) -> list[Message]:
-        return self.pull_messages(self.push_messages(messages))
+        deadline = None if timeout is None else time.monotonic() + timeout
+        return self.pull_messages(self.push_messages(messages), deadline)
 
-    def _reply(self, message: Message) -> Message:
-        data = self._exchange(message, lambda link: link.recv_bytes())
+    def _reply(self, message: Message, deadline: float | None) -> Message:
+        def receive(link) -> bytes:
+            if deadline is not None and not link.poll(max(0.0, deadline - time.monotonic())):
+                raise TimeoutError(f"no answer within the round timeout ({message.metadata.message_type})")
+            return link.recv_bytes()
+
+        node = message.metadata.dst_node_id
+        data = self._exchange(message, receive)
         if data is None:
-            reply = Message(Error(ErrorCode.NODE_UNAVAILABLE, f"node {message.metadata.dst_node_id} disconnected"),
-                            reply_to=message)
-        else:
-            self.traffic[message.metadata.group_id, "from_sites"] += len(data)
-            reply = message_from_proto(ProtoMessage.FromString(data))
-        if reply.has_error():
-            self.failed.setdefault(message.metadata.group_id, set()).add(message.metadata.dst_node_id)
-        return reply
+            return Message(Error(ErrorCode.NODE_UNAVAILABLE, f"node {node}: {self.lost[node]}"), reply_to=message)
+        self.traffic[message.metadata.group_id, "from_sites"] += len(data)
+        return message_from_proto(ProtoMessage.FromString(data))
 
     def _exchange(self, message: Message, act):
-        """Act on the destination's link; a broken link drops the site from the grid (None)."""
+        """Act on the destination's link; a broken or silent link drops the site from the grid (None)."""
         node = message.metadata.dst_node_id
         if node not in self.links:
             return None
         try:
             return act(self.links[node])
-        except (EOFError, OSError):
-            del self.links[node]
+        except (EOFError, OSError) as lost:  # TimeoutError is an OSError
+            self.links.pop(node).close()
+            self.lost[node] = str(lost) or "disconnected"
             return None
 
 
@@ -203,10 +222,11 @@ def run_secure_rounds(grid: SiteGrid, strategy: GuardedStrategy, cfg: Federation
     TaskIdentity.task_id, TaskIdentity.run_id, TaskIdentity.node_id = 1, RUN_ID, SUPERLINK_NODE_ID  # as start_grid does
     # Every site holds a share of every other's key; a majority of them can unmask a site that drops out.
     workflow = SecAggPlusWorkflow(num_shares=1.0, reconstruction_threshold=(sites // 2 + 1) / sites,
-                                  max_weight=float(max(site_sizes(grid))), clipping_range=CLIPPING_RANGE,
+                                  max_weight=float(max(site_sizes(grid, cfg.round_timeout_s))),
+                                  clipping_range=CLIPPING_RANGE, timeout=cfg.round_timeout_s,
                                   quantization_range=MODULUS // _next_power_of_two(sites + 1))
-    context = LegacyContext(context=node_context(SUPERLINK_NODE_ID), config=ServerConfig(num_rounds=cfg.rounds),
-                            strategy=strategy)
+    config = ServerConfig(num_rounds=cfg.rounds, round_timeout=cfg.round_timeout_s)
+    context = LegacyContext(context=node_context(SUPERLINK_NODE_ID), config=config, strategy=strategy)
     with np.errstate(divide="ignore", invalid="ignore"):  # a round every site withheld has total weight 0
         DefaultWorkflow(fit_workflow=workflow)(grid, context)
     logged = {entry["round"] for entry in strategy.rounds}
@@ -218,11 +238,11 @@ def run_secure_rounds(grid: SiteGrid, strategy: GuardedStrategy, cfg: Federation
     return strategy
 
 
-def site_sizes(grid: SiteGrid) -> list[int]:
+def site_sizes(grid: SiteGrid, timeout: float | None) -> list[int]:
     """Each site's training patients (public in its update metadata), to scale SecAgg+'s weights."""
     ask = compat.getpropertiesins_to_recorddict(GetPropertiesIns({}))
     replies = grid.send_and_receive([Message(ask, node, MessageTypeLegacy.GET_PROPERTIES, group_id="0")
-                                     for node in grid.get_node_ids()])
+                                     for node in grid.get_node_ids()], timeout=timeout)
     sizes = [int(compat.recorddict_to_getpropertiesres(r.content).properties.get("patients", 1))
              for r in replies if not r.has_error()]
     return sizes or [1]

@@ -33,6 +33,7 @@ class FederationConfig:
     dp_clipping_norm: float = 1.0
     secure_aggregation: bool = False  # Flower SecAgg+: the server sees only the sum of the sites' models
     connect_timeout_s: float = 120.0
+    round_timeout_s: float | None = 3600.0  # a site silent this long in a round drops out of it (None: wait)
     local: LocalConfig = field(default_factory=LocalConfig)
 
     def __post_init__(self):
@@ -40,6 +41,8 @@ class FederationConfig:
             raise ValueError(f"--strategy {self.strategy!r}: choose one of {', '.join(STRATEGIES)}")
         if self.rounds < 1:
             raise ValueError(f"--rounds must be at least 1, got {self.rounds}")
+        if self.round_timeout_s is not None and self.round_timeout_s <= 0:
+            raise ValueError(f"--round-timeout must be positive seconds, got {self.round_timeout_s:g}")
 
     @property
     def total_steps(self) -> int:
