@@ -138,14 +138,14 @@ class GuardedStrategy(Strategy):
                 accepted.append((proxy, res))
         returned = {proxy.cid for proxy, _ in results}
         dropped = [self._dropout(cid, server_round) for cid in self._sampled if cid not in returned]
-        aggregated = self.inner.aggregate_fit(server_round, accepted, []) if accepted else (None, {})
-        if aggregated[0] is not None:  # in the model's dtypes (SecAgg+ returns float64)
-            self.current = [a.astype(c.dtype) for a, c in zip(parameters_to_ndarrays(aggregated[0]), self.current)]
-            aggregated = (ndarrays_to_parameters(self.current), aggregated[1])
-        self._log(server_round, aggregated[0] is not None, [self.site_of[p.cid] for p, _ in accepted], dropped,
-                  rejected, mb_to_sites=len(self._sampled) * _megabytes(ndarrays_to_parameters(self.current)),
+        parameters, metrics = self.inner.aggregate_fit(server_round, accepted, []) if accepted else (None, {})
+        if parameters is not None:  # in the model's dtypes (SecAgg+ returns float64)
+            self.current = [a.astype(c.dtype) for a, c in zip(parameters_to_ndarrays(parameters), self.current)]
+        sent = ndarrays_to_parameters(self.current)  # serialised once: the round's result and its traffic
+        self._log(server_round, parameters is not None, [self.site_of[p.cid] for p, _ in accepted], dropped,
+                  rejected, mb_to_sites=len(self._sampled) * _megabytes(sent),
                   mb_from_sites=sum(_megabytes(res.parameters) for _, res in results))
-        return aggregated
+        return (sent if parameters is not None else None), metrics
 
     def halted(self, server_round: int, failed: list[str]) -> None:
         """Log a round that never reached aggregation (secure aggregation stopped), and who failed in it."""
