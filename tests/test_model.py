@@ -230,6 +230,22 @@ def test_every_event_is_a_target_equally_often_however_long_the_timeline(populat
     assert (length > 64).sum() > 100 and 0.7 < long / short < 1.3  # drawing people alike: 0.12
 
 
+def test_the_last_events_of_a_long_timeline_come_after_as_much_history_as_any_other(population):
+    """An event's recent history in a training window must not tell where its timeline ends. When
+    windows at the end were filled up to the block, the last event of every long timeline came
+    after a full window in every draw (any other event does in one draw in `span`), and the model
+    learnt a full window as a sign that the record, a life above all, was about to end."""
+    from farr.model.tokenizer import Tokenizer
+
+    timelines = Tokenizer().fit(population).transform(population)
+    person = int(np.argmin(np.abs(np.diff(timelines.offsets) - 64)))  # twice the block: a quarter of its windows end it
+    batches = TrainingBatches(timelines, np.array([person]), 32, seed=0, no_event_per_year=0.0)
+    windows = [batches._sequence(person) for _ in range(400)]
+    at_end = [len(tokens) for tokens, _, targets, _ in windows if targets[-1] == IGNORE]
+    span = 32 - PREFIX - 32 // RECALL_SHARE
+    assert len(at_end) > 50 and len(set(at_end)) > span // 2  # filled to the block: one length
+
+
 @given(st.lists(st.integers(1, 40), min_size=PREFIX, max_size=300), st.integers(8, 64), st.data())
 def test_a_window_recalls_every_earlier_code_it_cannot_hold(tokens, room, data):
     tokens = np.asarray(tokens)
