@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 
 import farr.model.train
 from farr.model.card import read_card
-from farr.model.data import (NO_EVENT_ID, PREFIX, RECALL_SHARE, TrainingBatches, _targets, landmark_histories,
-                             predictable, registration_marked, window)
+from farr.model.data import (NO_EVENT_ID, PREFIX, RECALL_SHARE, TrainingBatches, _targets, _window_targets,
+                             landmark_histories, predictable, registration_marked, window)
 from farr.model.gpt import IGNORE, MIN_YEARS, GPTConfig, TimelineGPT
 from farr.model.sampling import _Context, sample_events
 from farr.model.train import CHECKPOINT, load_model, train
@@ -242,8 +242,7 @@ def test_the_last_events_of_a_long_timeline_come_after_as_much_history_as_any_ot
     batches = TrainingBatches(timelines, np.array([person]), 32, seed=0, no_event_per_year=0.0)
     windows = [batches._sequence(person) for _ in range(400)]
     at_end = [len(tokens) for tokens, _, targets, _ in windows if targets[-1] == IGNORE]
-    span = 32 - PREFIX - 32 // RECALL_SHARE
-    assert len(at_end) > 50 and len(set(at_end)) > span // 2  # filled to the block: one length
+    assert len(at_end) > 50 and len(set(at_end)) > _window_targets(32) // 2  # filled to the block: one length
 
 
 @given(st.lists(st.integers(1, 40), min_size=PREFIX, max_size=300), st.integers(8, 64), st.data())

@@ -93,8 +93,11 @@ class TrainingBatches:
             # The window's targets are the `span` events before `stop`: each event is one in an
             # equal share of draws, those near either end included (windows there train fewer).
             # Everything earlier is context only, the prefix and any recalled codes among it. A
-            # window past the end holds only its targets, so an event sees as much recent history
-            # wherever the timeline ends (`window`'s `first`).
+            # window past the end holds only its targets: filled up to the block, it showed the
+            # last events of every long timeline (a death above all) after a full window, which
+            # other events get in one draw in `span`, and the model learnt a full window as a sign
+            # that the record was about to end (forecasts, read after one, had 1.7 times the
+            # deaths of the same people's records at ages 65-84).
             span = _window_targets(self.block)
             stop = self.rng.integers(PREFIX, len(tokens) + span)
             first = max(PREFIX, stop - span)
@@ -116,13 +119,7 @@ def window(tokens: np.ndarray, stop: int, room: int, first: int | None = None) -
 
     When the history does not fit, the window holds the prefix, then the first occurrence of each
     earlier code missing from the recent part (the latest ones, if too many), then recent events:
-    from `first` on, or as many as fit.
-
-    A training window at a timeline's end starts its recent part at its first target. Filled up to
-    the block instead, it showed the last events of every long timeline, a death above all, after a
-    full window of history, which events elsewhere get in one draw in `span`; the model learnt a
-    full window as a sign that the record was about to end, and forecasts, read after a full
-    window, had 1.7 times the deaths of the same people's records at ages 65-84."""
+    from `first` on (a training window's first target), or as many as fit."""
     if stop <= room:
         return np.arange(stop), PREFIX
     budget = room // RECALL_SHARE
