@@ -11,9 +11,8 @@ which carried the time from registration to the first registered event, came out
 times too high for new diagnoses. Synthesis starts from the same token at the registration age.
 
 A history longer than the context window is not simply cut: after the demographic prefix the
-window recalls the first occurrence of each earlier code that its recent part does not hold (a
-diagnosis made twenty years ago still counts), then holds the most recent events. Training and
-prediction build windows the same way.
+window recalls the first occurrence of each earlier code (a diagnosis made twenty years ago still
+counts), then holds the most recent events. Training and prediction build windows the same way.
 """
 
 from __future__ import annotations
@@ -118,15 +117,19 @@ def window(tokens: np.ndarray, stop: int, room: int, first: int | None = None) -
     many of them lead it as context only (the prefix and the recalled codes).
 
     When the history does not fit, the window holds the prefix, then the first occurrence of each
-    earlier code missing from the recent part (the latest ones, if too many), then recent events:
-    from `first` on (a training window's first target), or as many as fit."""
+    earlier code, then recent events: from `first` on (a training window's first target), or as
+    many as fit. If too many codes came before, those seen least often, then earliest, are recalled:
+    a code that recurs is likely among the recent events anyway, and a window cut again (as sampling
+    cuts it) keeps what it recalled. What is recalled depends on the history before the recent part
+    alone: recalling only codes the recent part lacked told a training window's early targets which
+    old codes were about to recur (by their absence)."""
     if stop <= room:
         return np.arange(stop), PREFIX
     budget = room // RECALL_SHARE
     recent = np.arange(stop - _window_targets(room) if first is None else first, stop)
-    codes, earliest = np.unique(tokens[PREFIX:recent[0]], return_index=True)
-    missing = ~np.isin(codes, tokens[recent]) & (codes != NO_EVENT_ID)
-    recalled = np.sort(earliest[missing])[-budget:] + PREFIX
+    codes, earliest, seen = np.unique(tokens[PREFIX:recent[0]], return_index=True, return_counts=True)
+    earliest, seen = earliest[codes != NO_EVENT_ID], seen[codes != NO_EVENT_ID]
+    recalled = np.sort(earliest[np.lexsort((earliest, seen))[:budget]]) + PREFIX
     return np.r_[0:PREFIX, recalled, recent], PREFIX + len(recalled)
 
 
