@@ -15,7 +15,18 @@ from farr.model.data import (NO_EVENT_ID, PREFIX, RECALL_SHARE, TrainingBatches,
                              landmark_histories, predictable, registration_marked, window)
 from farr.model.gpt import IGNORE, MIN_YEARS, GPTConfig, TimelineGPT
 from farr.model.sampling import _Context, sample_events
+from farr.model.tokenizer import Tokenizer
 from farr.model.train import CHECKPOINT, load_model, train
+
+
+@pytest.fixture(scope="module")
+def tokenizer(population):
+    return Tokenizer().fit(population)
+
+
+@pytest.fixture(scope="module")
+def timelines(tokenizer, population):
+    return tokenizer.transform(population)
 
 
 def _model(vocab=30, **kw):
@@ -112,10 +123,7 @@ def test_events_recorded_on_the_registration_day_follow_the_mark():
     assert tokens[PREFIX] == NO_EVENT_ID and list(tokens[PREFIX + 1:]) == [PREFIX + 1, PREFIX + 2]
 
 
-def test_training_and_landmark_histories_carry_the_registration_mark(population):
-    from farr.model.tokenizer import Tokenizer
-
-    timelines = Tokenizer().fit(population).transform(population)
+def test_training_and_landmark_histories_carry_the_registration_mark(timelines):
     fits = np.diff(timelines.offsets) < 500  # whole timelines: a cut window may start after the mark
     people = np.flatnonzero(fits & (timelines.end_age - timelines.start_age > 2))[:50]
     batch = TrainingBatches(timelines, people, 512, seed=0, no_event_per_year=0.0).batch_of(people)
@@ -191,11 +199,7 @@ def test_existing_model_needs_resume_and_corrupt_checkpoint_is_named(population,
         train(population, tmp_path / "m", cfg, resume=True, progress=False)
 
 
-def test_training_windows_keep_the_demographic_prefix(population):
-    from farr.model.tokenizer import Tokenizer
-
-    tokenizer = Tokenizer().fit(population)
-    timelines = tokenizer.transform(population)
+def test_training_windows_keep_the_demographic_prefix(tokenizer, timelines):
     batch = TrainingBatches(timelines, np.arange(len(timelines)), 32, seed=0)(64)
     assert (batch["tokens"][:, :PREFIX] > 0).all()
     demographic = ~predictable(tokenizer.vocabulary)
@@ -204,12 +208,9 @@ def test_training_windows_keep_the_demographic_prefix(population):
     assert (batch["exposure"] >= 0).all()
 
 
-def test_every_event_is_a_target_equally_often_however_long_the_timeline(population, monkeypatch):
+def test_every_event_is_a_target_equally_often_however_long_the_timeline(timelines, monkeypatch):
     """The likelihood of the data counts every event once: a person's share of training targets
     must follow their number of events, whether the timeline fits the block or not."""
-    from farr.model.tokenizer import Tokenizer
-
-    timelines = Tokenizer().fit(population).transform(population)
     people = np.arange(2000)
     batches = TrainingBatches(timelines, people, 32, seed=0, no_event_per_year=0.0)
     trained = np.zeros(len(timelines))
@@ -230,14 +231,11 @@ def test_every_event_is_a_target_equally_often_however_long_the_timeline(populat
     assert (length > 64).sum() > 100 and 0.7 < long / short < 1.3  # drawing people alike: 0.12
 
 
-def test_the_last_events_of_a_long_timeline_come_after_as_much_history_as_any_other(population):
+def test_the_last_events_of_a_long_timeline_come_after_as_much_history_as_any_other(timelines):
     """An event's recent history in a training window must not tell where its timeline ends. When
     windows at the end were filled up to the block, the last event of every long timeline came
     after a full window in every draw (any other event does in one draw in `span`), and the model
     learnt a full window as a sign that the record, a life above all, was about to end."""
-    from farr.model.tokenizer import Tokenizer
-
-    timelines = Tokenizer().fit(population).transform(population)
     person = int(np.argmin(np.abs(np.diff(timelines.offsets) - 64)))  # twice the block: a quarter of its windows end it
     batches = TrainingBatches(timelines, np.array([person]), 32, seed=0, no_event_per_year=0.0)
     windows = [batches._sequence(person) for _ in range(400)]
@@ -256,10 +254,10 @@ def test_a_window_recalls_every_earlier_code(tokens, room, data):
         recent = keep[pinned:]
         assert list(recent) == list(range(recent[0], stop))
         earlier = tokens[PREFIX:recent[0]]
+        seen = {code: (earlier == code).sum() for code in set(earlier.tolist()) - {NO_EVENT_ID}}
         recalled = tokens[keep[PREFIX:pinned]]
         assert len(set(recalled.tolist())) == len(recalled)  # each code once, at its first occurrence
-        assert set(earlier.tolist()) - {NO_EVENT_ID} == set(recalled.tolist()) or len(recalled) == room // RECALL_SHARE
-        seen = {code: (earlier == code).sum() for code in set(earlier.tolist()) - {NO_EVENT_ID}}
+        assert set(seen) == set(recalled.tolist()) or len(recalled) == room // RECALL_SHARE
         left_out = [seen[code] for code in seen if code not in recalled]
         assert not left_out or max(seen[code] for code in recalled) <= min(left_out)  # the rarest are recalled
 

@@ -128,7 +128,8 @@ def window(tokens: np.ndarray, stop: int, room: int, first: int | None = None) -
     budget = room // RECALL_SHARE
     recent = np.arange(stop - _window_targets(room) if first is None else first, stop)
     codes, earliest, seen = np.unique(tokens[PREFIX:recent[0]], return_index=True, return_counts=True)
-    earliest, seen = earliest[codes != NO_EVENT_ID], seen[codes != NO_EVENT_ID]
+    event = codes != NO_EVENT_ID
+    earliest, seen = earliest[event], seen[event]
     recalled = np.sort(earliest[np.lexsort((earliest, seen))[:budget]]) + PREFIX
     return np.r_[0:PREFIX, recalled, recent], PREFIX + len(recalled)
 
