@@ -84,7 +84,8 @@ def test_rates_read_on_anniversaries_start_from_the_landmark_rate(trained, cohor
 @pytest.mark.parametrize("native", [True, False])
 def test_bf16_runs_only_where_the_device_has_it(trained, cohort, monkeypatch, caplog, native):
     """Emulated bfloat16 is several times slower than float32, so without native support the
-    rates are float32's exactly, with a warning; with it they move by rounding only."""
+    rates are float32's exactly, with a warning; with it they move by the hidden states' rounding
+    only (with the log-rates themselves in bfloat16 the median rate moved 0.5% and the largest 1.5%)."""
     model, _ = load_model(trained[0])
     _, timelines, outcomes, mark = cohort
     short = mark.subset(np.arange(40))
@@ -96,7 +97,8 @@ def test_bf16_runs_only_where_the_device_has_it(trained, cohort, monkeypatch, ca
     assert ("no native bfloat16" in caplog.text) is not native
     if native:
         assert not np.array_equal(fast, exact)
-        np.testing.assert_allclose(fast, exact, rtol=0.1, atol=1e-6)
+        moved = np.abs(fast / exact - 1)
+        assert np.median(moved) < 1e-3 and moved.max() < 1e-2  # the head reads log-rates in float32
     else:
         np.testing.assert_array_equal(fast, exact)
 

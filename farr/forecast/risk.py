@@ -41,8 +41,9 @@ def outcome_rates(model: TimelineGPT, timelines: Timelines, mark: Landmark, outc
     landmark and on the `years_after` anniversaries after it.
 
     People go in batches of similar history length, so little compute goes on padding. `bf16`
-    runs the matrix products in bfloat16 (about twice as fast on CPUs with AVX-512 BF16; rates
-    then differ by about 1%) where the device has them natively, else float32."""
+    runs the matrix products in bfloat16 (about twice as fast on CPUs with AVX-512 BF16; the
+    model reads its log-rates in float32, and rates move by about 0.3%) where the device has them
+    natively, else float32."""
     device = next(model.parameters()).device
     bf16 = bf16 and native_bf16(device)
     block = model.cfg.block_size
