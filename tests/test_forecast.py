@@ -18,7 +18,7 @@ from farr.forecast import metrics
 from farr.forecast.landmark import at_age, labels, landmark, landmark_day, outcomes_for
 from farr.forecast.predict import parse_horizons
 from farr.forecast import risk
-from farr.forecast.risk import analytic_risk, outcome_rates
+from farr.forecast.risk import BATCH, analytic_risk, outcome_rates
 from farr.model.train import load_model
 from farr.model.tokenizer import Tokenizer
 from farr.simulate.oracle import Oracle
@@ -79,6 +79,18 @@ def test_rates_read_on_anniversaries_start_from_the_landmark_rate(trained, cohor
     assert held.shape == (50, len(outcomes), 1) and yearly.shape == (50, len(outcomes), 5)
     np.testing.assert_allclose(yearly[..., 0], held[..., 0], rtol=1e-4)
     assert not np.allclose(yearly[..., 4], yearly[..., 0])  # ageing moves the rates
+
+
+def test_a_persons_rates_do_not_depend_on_who_shares_their_batch(trained, cohort):
+    """People go in batches of similar history length, padded to the longest: across batches,
+    and alone, each person's rates are the same."""
+    model, _ = load_model(trained[0])
+    _, timelines, outcomes, mark = cohort
+    people = np.arange(3 * BATCH["cpu"])
+    together = outcome_rates(model, timelines, mark.subset(people), outcomes, years_after=2)
+    for i in people[::37]:
+        alone = outcome_rates(model, timelines, mark.subset(np.array([i])), outcomes, years_after=2)
+        np.testing.assert_allclose(alone[0], together[i], rtol=1e-4, atol=1e-9)
 
 
 @pytest.mark.parametrize("native", [True, False])

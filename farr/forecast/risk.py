@@ -25,7 +25,9 @@ from farr.model.data import history_lengths, landmark_histories
 from farr.model.gpt import TimelineGPT
 from farr.model.tokenizer import Timelines
 
-BATCH = 512
+# People per forward pass. On a CPU the activations of a small batch stay in cache: 64 took 25% (bf16)
+# to 35% (float32) less time than 512 on a 2-core EPYC (20,000 people). A GPU wants large batches.
+BATCH = {"cpu": 64, "cuda": 512}
 log = logging.getLogger(__name__)
 
 
@@ -36,7 +38,7 @@ def years_read(horizons: list[float]) -> int:
 
 @torch.no_grad()
 def outcome_rates(model: TimelineGPT, timelines: Timelines, mark: Landmark, outcomes: list[Outcome],
-                  years_after: int = 0, batch: int = BATCH, bf16: bool = False) -> np.ndarray:
+                  years_after: int = 0, bf16: bool = False) -> np.ndarray:
     """(n, outcomes, 1 + years_after) rates per year of each outcome, read at each person's
     landmark and on the `years_after` anniversaries after it.
 
@@ -46,6 +48,7 @@ def outcome_rates(model: TimelineGPT, timelines: Timelines, mark: Landmark, outc
     natively, else float32."""
     device = next(model.parameters()).device
     bf16 = bf16 and native_bf16(device)
+    batch = BATCH.get(device.type, BATCH["cuda"])
     block = model.cfg.block_size
     columns = torch.from_numpy(outcome_columns(outcomes, model.cfg.vocab_size)).to(device)
     queries = torch.arange(1 + years_after, device=device)
