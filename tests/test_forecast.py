@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 from farr.cli import app
 from farr.events.io import DatasetWriter, read_outcomes
 from farr.forecast import metrics
+from farr.forecast.generate import death_tokens, sample_futures
 from farr.forecast.landmark import at_age, labels, landmark, landmark_day, outcomes_for
 from farr.forecast.predict import parse_horizons
 from farr.forecast import risk
@@ -91,6 +92,29 @@ def test_a_persons_rates_do_not_depend_on_who_shares_their_batch(trained, cohort
     for i in people[::37]:
         alone = outcome_rates(model, timelines, mark.subset(np.array([i])), outcomes, years_after=2)
         np.testing.assert_allclose(alone[0], together[i], rtol=1e-4, atol=1e-9)
+
+
+def test_sampled_events_and_their_exposures_belong_to_the_same_person(trained, cohort):
+    """Futures are sampled in batches of similar history length and put back in the cohort's order.
+    An outcome's rate stops accruing at its first event (or a death): where a person's future has
+    one in the first year, its exposure no longer grows in the second, and where it has neither, it does."""
+    model, _ = load_model(trained[0])
+    _, timelines, outcomes, mark = cohort
+    some = mark.subset(np.arange(200))
+    dying = death_tokens(outcomes)
+    futures = sample_futures(model, timelines, some, 2.0, 1, stop_tokens=dying, seed=0, watch=(outcomes, [1.0, 2.0]))
+    grew = futures.exposed[:, 0, :, 1] > futures.exposed[:, 0, :, 0]  # (people, outcomes)
+    first_year = futures.age - some.age[futures.row] <= 1.0
+
+    def within_a_year(tokens) -> np.ndarray:
+        return np.isin(np.arange(len(some.people)), futures.row[first_year & np.isin(futures.token, tokens)])
+
+    died, checked = within_a_year(dying), 0
+    for k, outcome in enumerate(outcomes):
+        had = within_a_year(outcome.tokens)
+        assert not grew[had, k].any() and grew[~had & ~died, k].all()
+        checked += had.sum()
+    assert checked > 20
 
 
 @pytest.mark.parametrize("native", [True, False])

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from farr.forecast.landmark import Landmark, Outcome, outcome_columns
-from farr.model.data import NO_EVENT_ID, landmark_histories
+from farr.model.data import NO_EVENT_ID, history_lengths, landmark_histories
 from farr.model.gpt import TimelineGPT
 from farr.model.sampling import sample_events
 from farr.model.tokenizer import Timelines
@@ -39,9 +39,13 @@ def sample_futures(model: TimelineGPT, timelines: Timelines, mark: Landmark, yea
     generator = torch.Generator().manual_seed(seed)
     per_batch = max(1, ROWS_PER_BATCH // draws)
     groups = None if watch is None else torch.from_numpy(outcome_columns(watch[0], model.cfg.vocab_size))
-    parts, exposed = [], []
+    exposed = None if watch is None else np.zeros((len(mark.people), draws, len(watch[0]), len(watch[1])), np.float32)
+    # Batches of similar history length: a batch's key/value cache is as wide as its longest context,
+    # so one long history made every row of a batch attend over the whole block (sampling took twice as long).
+    order = np.argsort(history_lengths(timelines, mark.people, mark.age, model.cfg.block_size), kind="stable")
+    parts = []
     for lo in range(0, len(mark.people), per_batch):
-        rows = np.arange(lo, min(lo + per_batch, len(mark.people)))
+        rows = order[lo:lo + per_batch]
         tokens, ages, birth, last = landmark_histories(timelines, mark.people[rows], mark.age[rows],
                                                        model.cfg.block_size)
         start = np.repeat(mark.age[rows], draws).astype(np.float32)
@@ -50,12 +54,10 @@ def sample_futures(model: TimelineGPT, timelines: Timelines, mark: Landmark, yea
                                 stop=stop_tokens, never=[NO_EVENT_ID], generator=generator, max_events=max_events,
                                 copies=draws, watch=None if watch is None else (groups, ends))
         parts.append((rows[sampled.row // draws], sampled.row % draws, sampled.token, sampled.age))
-        exposed.append(sampled.exposed)
-    futures = Futures(*(np.concatenate(x) for x in zip(*parts))) if parts else Futures(*(np.zeros(0),) * 4)
-    if watch is not None:
-        shape = (len(mark.people), draws, len(watch[0]), len(watch[1]))
-        futures.exposed = np.concatenate(exposed).reshape(shape) if exposed else np.zeros(shape)
-    return futures
+        if exposed is not None:
+            exposed[rows] = sampled.exposed.reshape(len(rows), *exposed.shape[1:])
+    events = [np.concatenate(x) for x in zip(*parts)] if parts else [np.zeros(0)] * 4
+    return Futures(*events, exposed)
 
 
 def death_tokens(outcomes: list[Outcome]) -> list[int]:
