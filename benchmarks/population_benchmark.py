@@ -1,6 +1,9 @@
 """The population health view at scale, and its group rates against the simulator's oracle.
 
     .venv/bin/python benchmarks/population_benchmark.py --patients 100000 --minutes 10
+    # the time target itself: 1,000,000 people of another seed, through a model trained as above
+    .venv/bin/python benchmarks/population_benchmark.py --patients 1000000 --seed 3 --model MODEL \
+        --work out/benchmark-1m --at 2014-01-01 --bf16
 
 Targets (issue 8): 1 million patients x 20 outcomes x 5 groupings in under 10 minutes on CPU;
 projected group rates within 10% of the oracle's for groups of >= 10,000 people, and 90%
