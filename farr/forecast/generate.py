@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from farr.forecast.landmark import Landmark, Outcome, outcome_columns
-from farr.model.data import NO_EVENT_ID, history_lengths, landmark_histories
+from farr.model.data import NO_EVENT_ID, batches_by_length, landmark_histories
 from farr.model.gpt import TimelineGPT
 from farr.model.sampling import sample_events
 from farr.model.tokenizer import Timelines
@@ -40,12 +40,9 @@ def sample_futures(model: TimelineGPT, timelines: Timelines, mark: Landmark, yea
     per_batch = max(1, ROWS_PER_BATCH // draws)
     groups = None if watch is None else torch.from_numpy(outcome_columns(watch[0], model.cfg.vocab_size))
     exposed = None if watch is None else np.zeros((len(mark.people), draws, len(watch[0]), len(watch[1])), np.float32)
-    # Batches of similar history length: a batch's key/value cache is as wide as its longest context,
-    # so one long history made every row of a batch attend over the whole block (sampling took twice as long).
-    order = np.argsort(history_lengths(timelines, mark.people, mark.age, model.cfg.block_size), kind="stable")
     parts = []
-    for lo in range(0, len(mark.people), per_batch):
-        rows = order[lo:lo + per_batch]
+    # Unsorted, one long history made every row of its batch attend over the whole block: twice the time.
+    for rows in batches_by_length(timelines, mark.people, mark.age, model.cfg.block_size, per_batch):
         tokens, ages, birth, last = landmark_histories(timelines, mark.people[rows], mark.age[rows],
                                                        model.cfg.block_size)
         start = np.repeat(mark.age[rows], draws).astype(np.float32)

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from farr.forecast.landmark import Landmark, Outcome, outcome_columns
-from farr.model.data import history_lengths, landmark_histories
+from farr.model.data import batches_by_length, landmark_histories
 from farr.model.gpt import TimelineGPT
 from farr.model.tokenizer import Timelines
 
@@ -52,10 +52,8 @@ def outcome_rates(model: TimelineGPT, timelines: Timelines, mark: Landmark, outc
     block = model.cfg.block_size
     columns = torch.from_numpy(outcome_columns(outcomes, model.cfg.vocab_size)).to(device)
     queries = torch.arange(1 + years_after, device=device)
-    order = np.argsort(history_lengths(timelines, mark.people, mark.age, block), kind="stable")
     out = np.empty((len(mark.people), len(outcomes), 1 + years_after), np.float32)
-    for lo in range(0, len(order), batch):
-        rows = order[lo:lo + batch]
+    for rows in batches_by_length(timelines, mark.people, mark.age, block, batch):
         tokens, ages, birth, query = landmark_histories(timelines, mark.people[rows], mark.age[rows], block,
                                                         years_after=years_after)
         at = query.to(device)[:, None] + queries

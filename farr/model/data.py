@@ -182,12 +182,20 @@ def _stack(rows, block: int) -> dict[str, torch.Tensor]:
             "targets": torch.from_numpy(targets), "exposure": torch.from_numpy(exposure)}
 
 
-def history_lengths(timelines: Timelines, people: np.ndarray, at_age: np.ndarray, block: int) -> np.ndarray:
+def _history_lengths(timelines: Timelines, people: np.ndarray, at_age: np.ndarray, block: int) -> np.ndarray:
     """Tokens in each person's landmark history (demographics, events before it, the registration
     mark and the query)."""
     t = timelines
     before = [np.searchsorted(t.of(p)[1][PREFIX:], age, side="left") for p, age in zip(people, at_age)]
     return np.minimum(np.asarray(before, dtype=np.int64) + PREFIX + 2, block)  # + the registration mark
+
+
+def batches_by_length(timelines: Timelines, people: np.ndarray, at_age: np.ndarray, block: int, size: int):
+    """Positions in `people` in batches of `size` with landmark histories of similar length: a batch
+    is padded (and a sampler's key/value cache widened) to its longest history, so little compute
+    goes on padding."""
+    order = np.argsort(_history_lengths(timelines, people, at_age, block), kind="stable")
+    return (order[lo:lo + size] for lo in range(0, len(order), size))
 
 
 def landmark_histories(timelines: Timelines, people: np.ndarray, at_age: np.ndarray, block: int,
