@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 import farr.model.train
 from farr.model.card import read_card
-from farr.model.data import (NO_EVENT_ID, PREFIX, RECALL_SHARE, TrainingBatches, _targets, _window_targets,
+from farr.model.data import (NO_EVENT_ID, PAD_ID, PREFIX, RECALL_SHARE, TrainingBatches, _targets, _window_targets,
                              landmark_histories, predictable, registration_marked, window)
 from farr.model.gpt import IGNORE, MIN_YEARS, GPTConfig, TimelineGPT
 from farr.model.sampling import _Context, sample_events
@@ -135,6 +135,31 @@ def test_training_and_landmark_histories_carry_the_registration_mark(timelines):
         np.testing.assert_allclose(born.numpy(), timelines.birth_day[people] / 365.25, rtol=1e-6)
     marked = (tokens == NO_EVENT_ID) & (ages == torch.from_numpy(timelines.start_age[people])[:, None])
     assert (marked.sum(1) == 1).all() and (tokens[torch.arange(len(people)), query] == NO_EVENT_ID).all()
+
+
+@pytest.mark.parametrize("block, years_after", [(512, 0), (40, 0), (24, 4)])
+def test_landmark_histories_are_each_persons_marked_history_windowed_as_in_training(timelines, block, years_after):
+    """The batched histories against one person at a time: `registration_marked`, cut at the
+    landmark, `window`ed, then the queries. Landmarks fall before, on and after registration
+    starts, and a short block makes long histories recall their earlier codes."""
+    rng = np.random.default_rng(block)
+    people = rng.choice(len(timelines), 300, replace=False)
+    start = timelines.start_age[people]
+    at_age = np.where(rng.random(300) < 0.1, start, start + rng.uniform(-2.0, 30.0, 300))
+    tokens, ages, _, query = landmark_histories(timelines, people, at_age, block, years_after=years_after)
+    assert (query + years_after < block).all()
+    windowed = 0
+    for i, (p, age) in enumerate(zip(people, at_age)):
+        marked, marked_ages = registration_marked(*timelines.of(p), start[i])
+        seen = PREFIX + np.searchsorted(marked_ages[PREFIX:], age, side="left")
+        keep = window(marked, seen, block - 1 - years_after)[0]
+        windowed += len(keep) < seen
+        width = len(keep) + 1 + years_after
+        np.testing.assert_array_equal(tokens[i, :width], np.r_[marked[keep], [NO_EVENT_ID] * (1 + years_after)])
+        queried = np.float32(age) + np.arange(1 + years_after, dtype=np.float32)
+        np.testing.assert_array_equal(ages[i, :width], np.r_[marked_ages[keep], queried])
+        assert query[i] == len(keep) and (tokens[i, width:] == PAD_ID).all() and (ages[i, width:] == 0).all()
+    assert windowed > 0 or block == 512
 
 
 def test_rates_move_with_calendar_time_at_the_same_ages():

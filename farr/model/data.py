@@ -182,12 +182,25 @@ def _stack(rows, block: int) -> dict[str, torch.Tensor]:
             "targets": torch.from_numpy(targets), "exposure": torch.from_numpy(exposure)}
 
 
-def _history_lengths(timelines: Timelines, people: np.ndarray, at_age: np.ndarray, block: int) -> np.ndarray:
+def _history_lengths(timelines: Timelines, people: np.ndarray, at_age: np.ndarray, block: int,
+                     chunk: int = 16_384) -> np.ndarray:
     """Tokens in each person's landmark history (demographics, events before it, the registration
-    mark and the query)."""
-    t = timelines
-    before = [np.searchsorted(t.of(p)[1][PREFIX:], age, side="left") for p, age in zip(people, at_age)]
-    return np.minimum(np.asarray(before, dtype=np.int64) + PREFIX + 2, block)  # + the registration mark
+    mark and the query), counted `chunk` people at a time so that memory stays bounded."""
+    lengths = np.zeros(len(people), np.int64)
+    for lo in range(0, len(people), chunk):
+        owner, _, _, kept = _tokens_before(timelines, people[lo:lo + chunk], at_age[lo:lo + chunk])
+        lengths[lo:lo + chunk] = np.bincount(owner[kept], minlength=len(people[lo:lo + chunk]))
+    return np.minimum(lengths + 2, block)  # + the registration mark and the query
+
+
+def _tokens_before(timelines: Timelines, people: np.ndarray, at_age: np.ndarray):
+    """For every token of these people: its person's position in `people`, its index into the
+    timelines and its position in the person's timeline, and whether it is in the history before
+    `at_age` (the demographic prefix and the events dated before it)."""
+    owner, index = timelines.rows_of(people)
+    position = index - timelines.offsets[people][owner]
+    kept = (position < PREFIX) | (timelines.ages[index] < np.asarray(at_age, np.float64)[owner])
+    return owner, index, position, kept
 
 
 def batches_by_length(timelines: Timelines, people: np.ndarray, at_age: np.ndarray, block: int, size: int):
@@ -199,26 +212,49 @@ def batches_by_length(timelines: Timelines, people: np.ndarray, at_age: np.ndarr
 
 
 def landmark_histories(timelines: Timelines, people: np.ndarray, at_age: np.ndarray, block: int,
-                       width: int | None = None, years_after: int = 0):
+                       years_after: int = 0):
     """Each person's history before `at_age`, ending in a "no event" query token at that age and
     `years_after` more on the anniversaries after it (quiet years, for rates further ahead).
 
-    Returns (tokens, ages) as (n, width) tensors, left-aligned (width: the longest history, unless
-    given), the birth dates (n,) and the landmark query positions (n,); the anniversaries follow
-    them.
+    Returns (tokens, ages) as (n, longest) tensors, left-aligned, the birth dates (n,) and the
+    landmark query positions (n,); the anniversaries follow them.
     """
-    t = timelines
-    queries = np.arange(1 + years_after, dtype=np.float32)
-    rows = []
-    for p, age in zip(people, at_age):
-        tokens, ages = registration_marked(*t.of(p), t.start_age[p])
-        seen = PREFIX + np.searchsorted(ages[PREFIX:], age, side="left")
-        index = window(tokens, seen, block - len(queries))[0]  # room for the queries
-        rows.append((np.append(tokens[index], np.full(len(queries), NO_EVENT_ID)),
-                     np.append(ages[index], np.float32(age) + queries)))
-    tokens, ages = padded(rows, width)
-    query = np.array([len(tok) for tok, _ in rows], np.int64) - len(queries)
-    return torch.from_numpy(tokens), torch.from_numpy(ages), born(t.birth_day[people]), torch.from_numpy(query)
+    at_age = np.asarray(at_age)
+    queries = np.arange(1 + years_after)
+    history, history_ages, length = _marked_histories(timelines, people, at_age)
+    room = block - len(queries)
+    for i in np.flatnonzero(length > room):  # too long: the prefix, recalled codes and recent events
+        index = window(history[i], length[i], room)[0]
+        length[i] = len(index)
+        history[i, :len(index)], history_ages[i, :len(index)] = history[i, index], history_ages[i, index]
+    tokens = np.full((len(people), int(length.max(initial=0)) + len(queries)), PAD_ID, np.int64)
+    ages = np.zeros(tokens.shape, np.float32)
+    rows, columns = np.nonzero(np.arange(history.shape[1]) < length[:, None])
+    tokens[rows, columns], ages[rows, columns] = history[rows, columns], history_ages[rows, columns]
+    rows, columns = np.arange(len(people))[:, None], length[:, None] + queries
+    tokens[rows, columns], ages[rows, columns] = NO_EVENT_ID, at_age.astype(np.float32)[:, None] + queries
+    return torch.from_numpy(tokens), torch.from_numpy(ages), born(timelines.birth_day[people]), torch.from_numpy(length)
+
+
+def _marked_histories(timelines: Timelines, people: np.ndarray, at_age: np.ndarray):
+    """(tokens, ages) (n, longest) of each person's history before `at_age`, with the registration
+    mark where registration started before then (as `registration_marked` places it), and each
+    history's length."""
+    t, n = timelines, len(people)
+    owner, index, position, kept = _tokens_before(t, people, at_age)
+    start = t.start_age[people].astype(np.float32)
+    event = position >= PREFIX
+    after_mark = event & (t.ages[index] >= start[owner])
+    marked = start < at_age
+    length = np.bincount(owner[kept], minlength=n) + marked
+    tokens = np.full((n, int(length.max(initial=0))), PAD_ID, np.int64)
+    ages = np.zeros(tokens.shape, np.float32)
+    rows, columns, index = owner[kept], (position + after_mark)[kept], index[kept]
+    tokens[rows, columns], ages[rows, columns] = t.tokens[index], t.ages[index]
+    mark = np.flatnonzero(marked)
+    column = PREFIX + np.bincount(owner[kept & event & ~after_mark], minlength=n)[mark]
+    tokens[mark, column], ages[mark, column] = NO_EVENT_ID, start[mark]
+    return tokens, ages, length
 
 
 def padded(rows: list[tuple[np.ndarray, np.ndarray]], width: int | None = None) -> tuple[np.ndarray, np.ndarray]:
