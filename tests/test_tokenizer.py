@@ -24,6 +24,21 @@ def test_vocabulary_has_specials_demographics_grouped_codes_and_binned_values(fi
     assert fitted.ids_of(["ICD10/U07.1"]) == fitted.ids_of(["ICD10/U07"])
 
 
+@given(st.lists(st.one_of(st.none(), st.sampled_from([0.5, 1.0, 2.0, 7.5]), st.floats(-10, 10)), min_size=1))
+def test_a_value_is_binned_above_every_edge_at_or_below_it(values):
+    """Q1 below the first edge, Q(k + 1) from the k-th edge on (an edge belongs to the bin above it);
+    a missing value, or a code without bins, keeps the plain code."""
+    tokenizer = Tokenizer(bin_edges={"LAB/A": [0.5, 1.0, 2.0], "LAB/B": [7.5]}, icd10_characters=None)
+    codes = ["LAB/A", "LAB/B", "LAB/C"] * len(values)
+    events = pl.LazyFrame({"code": codes, "numeric_value": [v for v in values for _ in range(3)]},
+                          schema={"code": pl.String, "numeric_value": pl.Float64})
+    tokens = tokenizer._tokens(events).collect()["token"].to_list()
+    for code, value, token in zip(codes, events.collect()["numeric_value"], tokens):
+        edges = tokenizer.bin_edges.get(code)
+        binned = value is not None and edges is not None
+        assert token == (f"{code}//Q{np.searchsorted(edges, value, side='right') + 1}" if binned else code)
+
+
 def test_rare_codes_become_unknown_and_are_counted(population):
     strict = Tokenizer(min_count=10**9).fit(population)
     timelines = strict.transform(population)

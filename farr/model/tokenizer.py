@@ -119,8 +119,8 @@ class Tokenizer:
     def _assemble(self, subjects: pl.DataFrame, events: pl.DataFrame, prefix: np.ndarray,
                   unknown: Counter) -> Timelines:
         n, width = prefix.shape
-        counts = (subjects.select("subject_id").join(events.group_by("subject_id").len(), on="subject_id",
-                                                     how="left")["len"].fill_null(0).to_numpy())
+        owners, ids = events["subject_id"].to_numpy(), subjects["subject_id"].to_numpy()
+        counts = np.searchsorted(owners, ids, side="right") - np.searchsorted(owners, ids, side="left")
         lengths = counts + width
         offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
         tokens = np.empty(offsets[-1], np.int32)
@@ -138,9 +138,10 @@ class Tokenizer:
                          subjects["birth_day"].to_numpy().astype(np.int32), unknown)
 
     def _demographic_ids(self, subjects: pl.DataFrame) -> np.ndarray:
-        index = {token: i for i, token in enumerate(self.vocabulary)}
+        index = dict(zip(self.vocabulary, range(len(self.vocabulary))))
         tokens = self._demographic_tokens(subjects)
-        return np.column_stack([[index.get(t, index[UNKNOWN]) for t in tokens[c]] for c in DEMOGRAPHICS])
+        return np.column_stack([tokens[c].replace_strict(index, default=index[UNKNOWN], return_dtype=pl.Int32)
+                                .to_numpy() for c in DEMOGRAPHICS])
 
     # -- shared pieces ---------------------------------------------------------------------
     @staticmethod
@@ -172,14 +173,18 @@ class Tokenizer:
 
     def _tokens(self, events: pl.LazyFrame) -> pl.LazyFrame:
         code = self._grouped(pl.col("code"))
-        token = code
-        if self.bin_edges:
-            edges = pl.DataFrame({"code": list(self.bin_edges), "edges": list(self.bin_edges.values())},
-                                 schema={"code": pl.String, "edges": pl.List(pl.Float64)})
-            events = events.join(edges.lazy(), on="code", how="left", maintain_order="left")
-            token = pl.when(pl.col("numeric_value").is_not_null() & pl.col("edges").is_not_null()).then(
-                pl.format("{}//Q{}", code, _bin(pl.col("edges"), pl.col("numeric_value")) + 1)).otherwise(code)
-        return events.with_columns(token.alias("token"))
+        if not self.bin_edges:
+            return events.with_columns(code.alias("token"))
+        # One column per edge, not a list per event: a list evaluated on every event took most of the time.
+        width = max(map(len, self.bin_edges.values()))
+        edges = pl.DataFrame({"code": list(self.bin_edges), "binned": True} | {
+            f"edge{i}": [e[i] if i < len(e) else None for e in self.bin_edges.values()] for i in range(width)},
+            schema={"code": pl.String, "binned": pl.Boolean} | {f"edge{i}": pl.Float64 for i in range(width)})
+        below = pl.sum_horizontal(pl.col(f"edge{i}") <= pl.col("numeric_value") for i in range(width))  # 0-based bin
+        token = pl.when(pl.col("numeric_value").is_not_null() & pl.col("binned")).then(
+            pl.format("{}//Q{}", code, below + 1)).otherwise(code)
+        return (events.join(edges.lazy(), on="code", how="left", maintain_order="left")
+                .with_columns(token.alias("token")).drop(edges.columns[1:]))
 
     def ids_of(self, codes: list[str]) -> list[int]:
         """Vocabulary ids of these codes (grouped as events are; codes not in it are skipped)."""
@@ -210,8 +215,3 @@ class Tokenizer:
 def _with_cohort(subjects: pl.LazyFrame) -> pl.LazyFrame:
     year = pl.col("year_month_of_birth").str.slice(0, 4).cast(pl.Int32)
     return subjects.with_columns((year - year % COHORT_YEARS).alias("birth_cohort"))
-
-
-def _bin(edges: pl.Expr, value: pl.Expr) -> pl.Expr:
-    """Number of edges at or below the value: the 0-based quantile bin."""
-    return pl.concat_list(edges, value).list.eval(pl.element().head(pl.len() - 1) <= pl.element().last()).list.sum()
