@@ -188,8 +188,9 @@ def _history_lengths(timelines: Timelines, people: np.ndarray, at_age: np.ndarra
     mark and the query), counted `chunk` people at a time so that memory stays bounded."""
     lengths = np.zeros(len(people), np.int64)
     for lo in range(0, len(people), chunk):
-        owner, _, _, kept = _tokens_before(timelines, people[lo:lo + chunk], at_age[lo:lo + chunk])
-        lengths[lo:lo + chunk] = np.bincount(owner[kept], minlength=len(people[lo:lo + chunk]))
+        part = slice(lo, lo + chunk)
+        owner, _, _, kept = _tokens_before(timelines, people[part], at_age[part])
+        lengths[part] = np.bincount(owner[kept], minlength=len(people[part]))
     return np.minimum(lengths + 2, block)  # + the registration mark and the query
 
 
@@ -257,9 +258,9 @@ def _marked_histories(timelines: Timelines, people: np.ndarray, at_age: np.ndarr
     return tokens, ages, length
 
 
-def padded(rows: list[tuple[np.ndarray, np.ndarray]], width: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """(tokens, ages) of each person as (n, width) arrays, left-aligned and padded (width: the longest)."""
-    width = width or max(len(tok) for tok, _ in rows)
+def padded(rows: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    """(tokens, ages) of each person as (n, longest) arrays, left-aligned and padded."""
+    width = max(len(tok) for tok, _ in rows)
     tokens = np.full((len(rows), width), PAD_ID, np.int64)
     ages = np.zeros((len(rows), width), np.float32)
     for i, (tok, age) in enumerate(rows):
