@@ -97,9 +97,10 @@ def view_at(model_dir: Path, dataset: Path, cfg: PopulationConfig, out: Path) ->
 
 def projected_seconds(seconds: dict[str, float], people: int, cfg: PopulationConfig, aggregation: float) -> float:
     """The whole view's time at TARGET_PEOPLE from one view's phases: the cohort and its forecast
-    grow with the people; each backtest with its cohort (about the landmark's) up to the cap; the
-    oracle with people x draws up to its total; the planning futures are a fixed subsample; the
-    aggregation (group totals, disclosure control) is `aggregation`, measured at that size."""
+    grow with the people (an overestimate: the forecast reads the capped backtest cohorts too);
+    the backtest's tables with its cohort (about the landmark's) up to the cap; the oracle with
+    people x draws up to its total; the planning futures are a fixed subsample; the aggregation
+    (group totals, disclosure control) is `aggregation`, measured at that size."""
     grown = TARGET_PEOPLE / people
     backtest = min(TARGET_PEOPLE, cfg.backtest_people) / min(people, cfg.backtest_people)
     oracle = (TARGET_PEOPLE * draws_for(TARGET_PEOPLE, cfg.oracle_draws)) / (people * draws_for(people, cfg.oracle_draws))

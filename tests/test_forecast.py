@@ -19,7 +19,8 @@ from farr.forecast.generate import death_tokens, sample_futures
 from farr.forecast.landmark import at_age, labels, landmark, landmark_day, outcomes_for
 from farr.forecast.predict import parse_horizons
 from farr.forecast import risk
-from farr.forecast.risk import BATCH, analytic_risk, outcome_rates
+from farr.forecast.risk import BATCH, analytic_risk, cohort_rates, outcome_rates
+from farr.model.data import history_lengths
 from farr.model.train import load_model
 from farr.model.tokenizer import Tokenizer
 from farr.simulate.oracle import Oracle
@@ -92,6 +93,23 @@ def test_a_persons_rates_do_not_depend_on_who_shares_their_batch(trained, cohort
     for i in people[::37]:
         alone = outcome_rates(model, timelines, mark.subset(np.array([i])), outcomes, years_after=2)
         np.testing.assert_allclose(alone[0], together[i], rtol=1e-4, atol=1e-9)
+
+
+def test_cohorts_read_together_get_the_rates_each_would_alone(trained, cohort):
+    """A person in several cohorts is read once, at their latest landmark, with the earlier ones'
+    queries appended (each seeing only the history before its own landmark); a history too long
+    for all the queries has its earlier landmarks read in a later pass."""
+    model, _ = load_model(trained[0])
+    _, timelines, outcomes, _ = cohort
+    ages = at_age(timelines, 72.0)
+    cohorts = [(landmark(timelines, ages - back, outcomes), years) for back, years in ((0, 4), (1, 0), (5, 4), (7.5, 2))]
+    latest = history_lengths(timelines, cohorts[0][0].people, cohorts[0][0].age)
+    both = np.isin(cohorts[0][0].people, cohorts[2][0].people)
+    fits = latest + 5 + 5 <= model.cfg.block_size
+    assert (both & fits).sum() > 50 and (both & ~fits).sum() > 5  # both paths are taken
+    together = cohort_rates(model, timelines, cohorts, outcomes)
+    for (mark, years), rates in zip(cohorts, together):
+        np.testing.assert_allclose(rates, outcome_rates(model, timelines, mark, outcomes, years), rtol=1e-4, atol=1e-9)
 
 
 def test_sampled_events_and_their_exposures_belong_to_the_same_person(trained, cohort):

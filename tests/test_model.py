@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 import farr.model.train
 from farr.model.card import read_card
 from farr.model.data import (NO_EVENT_ID, PAD_ID, PREFIX, RECALL_SHARE, TrainingBatches, _targets, _window_targets,
-                             landmark_histories, predictable, registration_marked, window)
+                             landmark_histories, predictable, registration_marked, window, with_earlier_queries)
 from farr.model.gpt import IGNORE, MIN_YEARS, GPTConfig, TimelineGPT
 from farr.model.sampling import _Context, sample_events
 from farr.model.tokenizer import Tokenizer
@@ -135,6 +135,23 @@ def test_training_and_landmark_histories_carry_the_registration_mark(timelines):
         np.testing.assert_allclose(born.numpy(), timelines.birth_day[people] / 365.25, rtol=1e-6)
     marked = (tokens == NO_EVENT_ID) & (ages == torch.from_numpy(timelines.start_age[people])[:, None])
     assert (marked.sum(1) == 1).all() and (tokens[torch.arange(len(people)), query] == NO_EVENT_ID).all()
+
+
+def test_an_earlier_landmarks_queries_see_only_its_own_history_and_nothing_sees_them():
+    """Two histories (3 and 2 tokens, one query each); the first carries a 2-query chain seeing its
+    first token and a 1-query chain seeing two, the second a chain seeing both of its tokens."""
+    tokens = torch.tensor([[7, 8, 9, NO_EVENT_ID], [7, 8, NO_EVENT_ID, PAD_ID]])
+    ages = torch.tensor([[1.0, 2.0, 3.0, 4.0], [1.0, 2.0, 5.0, 0.0]])
+    tokens, ages, at, visible, slot = with_earlier_queries(
+        tokens, ages, torch.tensor([3, 2]), 1, np.array([0, 0, 1]), np.array([1, 2, 2]), np.array([1.5, 2.5, 3.0]),
+        np.array([2, 1, 1]))
+    assert tokens[0].tolist() == [7, 8, 9] + [NO_EVENT_ID] * 4
+    assert tokens[1].tolist() == [7, 8] + [NO_EVENT_ID] * 2 + [PAD_ID] * 3
+    assert ages[0, 4:].tolist() == [1.5, 2.5, 2.5] and ages[1, 3].item() == 3.0
+    assert at.tolist() == [[3, 4, 5, 6], [2, 3, 0, 0]] and slot.tolist() == [1, 3, 1]
+    seen = [[set(np.flatnonzero(row).tolist()) for row in person] for person in visible.numpy()]
+    assert seen[0][4:] == [{0, 4}, {0, 4, 5}, {0, 1, 6}] and seen[1][3] == {0, 1, 3}
+    assert all(seen[p][i] == set(range(i + 1)) for p, i in [(0, 0), (0, 3), (1, 2)])  # causal: chains unseen
 
 
 @pytest.mark.parametrize("block, years_after", [(512, 0), (40, 0), (24, 4)])

@@ -213,9 +213,7 @@ def test_an_error_within_a_short_horizons_noise_is_read_from_a_longer_ones_cases
 
 def test_each_horizons_backtest_borrows_the_longest_other_ones_evidence(monkeypatch):
     backtests = {years: (_backtest([20, 30], [20.0, 20.0]).with_columns(horizon_years=pl.lit(years)),)
-                 for years in (1.0, 2.0, 5.0)}
-    monkeypatch.setattr(view_module, "landmark_ages", lambda timelines, at: None)
-    monkeypatch.setattr(view_module, "_backtest_at", lambda *args: backtests[args[5]])  # args[5]: years back
+                 for years in (5.0, 2.0, 1.0)}
     borrowed = {}
 
     def recorded(backtest, *rest, other=None):
@@ -223,7 +221,7 @@ def test_each_horizons_backtest_borrows_the_longest_other_ones_evidence(monkeypa
         return model_error(backtest, *rest, other=other)
 
     monkeypatch.setattr(view_module, "model_error", recorded)
-    view_module.backtest(None, None, None, None, "2020-01-01", PopulationConfig(horizons=(1.0, 2.0, 5.0)))
+    view_module.backtest_error(backtests)
     assert borrowed == {5.0: 2.0, 2.0: 5.0, 1.0: 5.0}
 
 

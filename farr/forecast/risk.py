@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from farr.forecast.landmark import Landmark, Outcome, outcome_columns
-from farr.model.data import batches_by_length, landmark_histories
+from farr.model.data import batches_by_size, history_lengths, landmark_histories, with_earlier_queries
 from farr.model.gpt import TimelineGPT
 from farr.model.tokenizer import Timelines
 
@@ -36,7 +36,6 @@ def years_read(horizons: list[float]) -> int:
     return max(0, math.ceil(max(horizons)) - 1)
 
 
-@torch.no_grad()
 def outcome_rates(model: TimelineGPT, timelines: Timelines, mark: Landmark, outcomes: list[Outcome],
                   years_after: int = 0, bf16: bool = False) -> np.ndarray:
     """(n, outcomes, 1 + years_after) rates per year of each outcome, read at each person's
@@ -46,21 +45,106 @@ def outcome_rates(model: TimelineGPT, timelines: Timelines, mark: Landmark, outc
     runs the matrix products in bfloat16 (about twice as fast on CPUs with AVX-512 BF16; the
     model reads its log-rates in float32, and rates move by about 0.3%) where the device has them
     natively, else float32."""
+    return cohort_rates(model, timelines, [(mark, years_after)], outcomes, bf16=bf16)[0]
+
+
+def cohort_rates(model: TimelineGPT, timelines: Timelines, cohorts: list[tuple[Landmark, int]],
+                 outcomes: list[Outcome], bf16: bool = False) -> list[np.ndarray]:
+    """Each cohort's `outcome_rates` (cohort k read with years_after_k), in one forward pass per
+    person where the histories allow: a person in several cohorts (a view's landmark and its
+    backtests) is read at their latest landmark, with the earlier landmarks' queries appended
+    (`data.with_earlier_queries`), wherever that history and all the queries fit the block; a
+    history too long for them has its earlier landmarks read in a later pass, the same way."""
     device = next(model.parameters()).device
-    bf16 = bf16 and native_bf16(device)
-    batch = BATCH.get(device.type, BATCH["cuda"])
-    block = model.cfg.block_size
-    columns = torch.from_numpy(outcome_columns(outcomes, model.cfg.vocab_size)).to(device)
-    queries = torch.arange(1 + years_after, device=device)
-    out = np.empty((len(mark.people), len(outcomes), 1 + years_after), np.float32)
-    for rows in batches_by_length(timelines, mark.people, mark.age, block, batch):
-        tokens, ages, birth, query = landmark_histories(timelines, mark.people[rows], mark.age[rows], block,
-                                                        years_after=years_after)
-        at = query.to(device)[:, None] + queries
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-            log_rate = model.log_rates(tokens.to(device), ages.to(device), birth.to(device), at=at)
-        out[rows] = (log_rate.float().exp() @ columns).transpose(1, 2).cpu().numpy()
+    read = _Reader(model, outcome_columns(outcomes, model.cfg.vocab_size), bf16 and native_bf16(device))
+    requests = _Requests(cohorts)
+    out = [np.empty((len(mark.people), len(outcomes), 1 + years_after), np.float32) for mark, years_after in cohorts]
+    pending = np.arange(len(requests.person))
+    while len(pending):
+        anchors, chains, pending = requests.nested(timelines, pending, model.cfg.block_size)
+        for k in np.unique(requests.cohort[anchors]):
+            mine = np.sort(anchors[requests.cohort[anchors] == k])
+            _read_cohort(read, timelines, requests, mine, chains[np.isin(requests.owner[chains], mine)],
+                         model.cfg.block_size, BATCH.get(device.type, BATCH["cuda"]), out)
     return out
+
+
+class _Requests:
+    """Every cohort's people as one table of requests: cohort, row in it, person, landmark age and
+    queries (1 + years_after)."""
+
+    def __init__(self, cohorts: list[tuple[Landmark, int]]):
+        self.cohort = np.concatenate([np.full(len(mark.people), k) for k, (mark, _) in enumerate(cohorts)])
+        self.row = np.concatenate([np.arange(len(mark.people)) for mark, _ in cohorts])
+        self.person = np.concatenate([mark.people for mark, _ in cohorts])
+        self.age = np.concatenate([mark.age for mark, _ in cohorts]).astype(float)
+        self.count = np.concatenate([np.full(len(mark.people), 1 + years) for mark, years in cohorts])
+        self.owner = np.full(len(self.person), -1)  # the anchor request a chained one rides with
+        self.length = np.zeros(len(self.person), np.int64)  # its unwindowed history's tokens (`history_lengths`)
+
+    def nested(self, timelines: Timelines, pending: np.ndarray, block: int):
+        """(anchors, chains, still pending): each person's latest pending request is an anchor; their
+        others ride with it as chains (`owner`) where the anchor's history and every query fit the
+        block, else wait for a later pass."""
+        order = pending[np.lexsort((-self.age[pending], self.person[pending]))]
+        first = np.r_[True, self.person[order][1:] != self.person[order][:-1]]
+        anchors, person = order[first], np.cumsum(first) - 1  # each request's person, 0.. in `order`
+        queries = np.bincount(person, weights=self.count[order]).astype(np.int64)
+        self.length[anchors] = history_lengths(timelines, self.person[anchors], self.age[anchors])
+        fits = (self.length[anchors] + queries <= block)[person] & ~first
+        self.owner[order] = anchors[person]
+        chains = order[fits]
+        self.length[chains] = history_lengths(timelines, self.person[chains], self.age[chains])
+        return anchors, chains, order[~fits & ~first]
+
+
+def _read_cohort(read, timelines: Timelines, requests: _Requests, anchors: np.ndarray, chains: np.ndarray,
+                 block: int, batch: int, out: list[np.ndarray]) -> None:
+    """Rates of one cohort's `anchors` (sorted) and the `chains` riding with them, into `out`."""
+    queries = int(requests.count[anchors[0]])
+    where = np.searchsorted(anchors, requests.owner[chains])  # each chain's anchor
+    order = np.argsort(where, kind="stable")
+    chains, where = chains[order], where[order]
+    extra = np.bincount(where, weights=requests.count[chains], minlength=len(anchors))
+    for rows in batches_by_size(np.minimum(requests.length[anchors] + queries + extra, block), batch):
+        people, ages = requests.person[anchors[rows]], requests.age[anchors[rows]]
+        lo, hi = np.searchsorted(where, rows), np.searchsorted(where, rows, side="right")
+        owner, ride = np.repeat(np.arange(len(rows)), hi - lo), chains[_ranges(lo, hi)]
+        tokens, token_ages, birth, length = landmark_histories(timelines, people, ages, block, years_after=queries - 1)
+        tokens, token_ages, at, visible, slot = with_earlier_queries(
+            tokens, token_ages, length, queries, owner, requests.length[ride], requests.age[ride], requests.count[ride])
+        rates = read(tokens, token_ages, birth, at, visible)
+        out[requests.cohort[anchors[0]]][requests.row[anchors[rows]]] = rates[:, :, :queries]
+        for count in np.unique(requests.count[ride]):  # each chain's queries, from its slot on
+            same = requests.count[ride] == count
+            got = rates[owner[same][:, None], :, slot[same][:, None] + np.arange(count)].transpose(0, 2, 1)
+            for k in np.unique(requests.cohort[ride[same]]):
+                of_k = requests.cohort[ride[same]] == k
+                out[k][requests.row[ride[same][of_k]]] = got[of_k]
+
+
+def _ranges(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """The indices lo[i]..hi[i] − 1 of every i, concatenated."""
+    size = hi - lo
+    return np.repeat(lo - np.cumsum(size) + size, size) + np.arange(size.sum())
+
+
+class _Reader:
+    """Each outcome's rates per year at the query positions of a batch of histories."""
+
+    def __init__(self, model: TimelineGPT, columns: np.ndarray, bf16: bool):
+        self.model, self.bf16 = model, bf16
+        self.device = next(model.parameters()).device
+        self.columns = torch.from_numpy(columns).to(self.device)
+
+    @torch.no_grad()
+    def __call__(self, tokens, ages, birth, at, visible) -> np.ndarray:
+        """(people, outcomes, queries)."""
+        device = self.device
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.bf16):
+            log_rate = self.model.log_rates(tokens.to(device), ages.to(device), birth.to(device), at=at.to(device),
+                                            visible=None if visible is None else visible.to(device))
+        return (log_rate.float().exp() @ self.columns).transpose(1, 2).cpu().numpy()
 
 
 @cache  # warn once per process

@@ -182,16 +182,21 @@ def _stack(rows, block: int) -> dict[str, torch.Tensor]:
             "targets": torch.from_numpy(targets), "exposure": torch.from_numpy(exposure)}
 
 
-def _history_lengths(timelines: Timelines, people: np.ndarray, at_age: np.ndarray, block: int,
-                     chunk: int = 16_384) -> np.ndarray:
-    """Tokens in each person's landmark history (demographics, events before it, the registration
-    mark and the query), counted `chunk` people at a time so that memory stays bounded."""
+def _history_lengths(timelines: Timelines, people: np.ndarray, at_age: np.ndarray, block: int) -> np.ndarray:
+    """Tokens in each person's landmark history and its query, at most `block`."""
+    return np.minimum(history_lengths(timelines, people, at_age) + 1, block)
+
+
+def history_lengths(timelines: Timelines, people: np.ndarray, at_age: np.ndarray, chunk: int = 16_384) -> np.ndarray:
+    """Tokens in each person's history before `at_age` as `landmark_histories` builds it before
+    any windowing (demographics, events and the registration mark), counted `chunk` people at a
+    time so that memory stays bounded."""
     lengths = np.zeros(len(people), np.int64)
     for lo in range(0, len(people), chunk):
         part = slice(lo, lo + chunk)
         owner, _, _, kept = _tokens_before(timelines, people[part], at_age[part])
         lengths[part] = np.bincount(owner[kept], minlength=len(people[part]))
-    return np.minimum(lengths + 2, block)  # + the registration mark and the query
+    return lengths + (timelines.start_age[people] < at_age)
 
 
 def _tokens_before(timelines: Timelines, people: np.ndarray, at_age: np.ndarray):
@@ -208,7 +213,12 @@ def batches_by_length(timelines: Timelines, people: np.ndarray, at_age: np.ndarr
     """Positions in `people` in batches of `size` with landmark histories of similar length: a batch
     is padded (and a sampler's key/value cache widened) to its longest history, so little compute
     goes on padding."""
-    order = np.argsort(_history_lengths(timelines, people, at_age, block), kind="stable")
+    return batches_by_size(_history_lengths(timelines, people, at_age, block), size)
+
+
+def batches_by_size(lengths: np.ndarray, size: int):
+    """Positions in `lengths` in batches of `size`, shortest first."""
+    order = np.argsort(lengths, kind="stable")
     return (order[lo:lo + size] for lo in range(0, len(order), size))
 
 
@@ -235,6 +245,43 @@ def landmark_histories(timelines: Timelines, people: np.ndarray, at_age: np.ndar
     rows, columns = np.arange(len(people))[:, None], length[:, None] + queries
     tokens[rows, columns], ages[rows, columns] = NO_EVENT_ID, at_age.astype(np.float32)[:, None] + queries
     return torch.from_numpy(tokens), torch.from_numpy(ages), born(timelines.birth_day[people]), torch.from_numpy(length)
+
+
+def with_earlier_queries(tokens: torch.Tensor, ages: torch.Tensor, length: torch.Tensor, queries: int,
+                         owner: np.ndarray, cut: np.ndarray, age: np.ndarray, count: np.ndarray):
+    """Landmark histories (`landmark_histories`' tokens, ages and lengths, with `queries` query
+    tokens after each history) with earlier landmarks' query chains appended. Chain c, of history
+    `owner[c]` (chains sorted by owner), is `count[c]` "no event" tokens at `age[c]` and its
+    anniversaries; it sees only the history's first `cut[c]` tokens (the person's history before
+    `age[c]`, a prefix of the later one, unwindowed) and itself, and nothing sees it. The model
+    has no positions, so a chain reads the rates its own landmark history would.
+
+    Returns (tokens, ages, at, visible, slot): `at` (n, Q) the positions of every query (the
+    landmark's, then each chain's; 0 where a history has fewer), `visible` (n, W, W) bool (None
+    without chains: plain causal attention), and `slot` (chains,) where each chain's queries
+    start in `at`."""
+    length, n, chains = length.numpy(), len(length), len(owner)
+    extra = np.bincount(owner, weights=count, minlength=n).astype(np.int64)
+    before = np.cumsum(count) - count
+    slot = queries + before - before[np.searchsorted(owner, owner)]  # after the queries and earlier chains
+    start = length[owner] + slot
+    chain = np.repeat(np.arange(chains), count)
+    step = np.arange(count.sum()) - np.repeat(before, count)
+    row, column = owner[chain], start[chain] + step
+    width = int((length + queries + extra).max(initial=0))
+    all_tokens, all_ages = np.full((n, width), PAD_ID, np.int64), np.zeros((n, width), np.float32)
+    all_tokens[:, :tokens.shape[1]], all_ages[:, :ages.shape[1]] = tokens.numpy(), ages.numpy()
+    all_tokens[row, column], all_ages[row, column] = NO_EVENT_ID, age[chain].astype(np.float32) + step
+    at = np.zeros((n, queries + int(extra.max(initial=0))), np.int64)
+    at[:, :queries] = length[:, None] + np.arange(queries)
+    at[row, slot[chain] + step] = column
+    if not chains:
+        return torch.from_numpy(all_tokens), torch.from_numpy(all_ages), torch.from_numpy(at), None, slot
+    visible = np.broadcast_to(np.tri(width, dtype=bool), (n, width, width)).copy()
+    seen = np.arange(width)
+    visible[row, column] = (seen < cut[chain][:, None]) | ((seen >= start[chain][:, None]) & (seen <= column[:, None]))
+    return (torch.from_numpy(all_tokens), torch.from_numpy(all_ages), torch.from_numpy(at), torch.from_numpy(visible),
+            slot)
 
 
 def _marked_histories(timelines: Timelines, people: np.ndarray, at_age: np.ndarray):

@@ -71,20 +71,26 @@ class SelfAttention(nn.Module):
         self.out = nn.Linear(cfg.n_embd, cfg.n_embd, bias=False)
         self.dropout = cfg.dropout
 
-    def forward(self, x: torch.Tensor, cache: list | None = None, at: torch.Tensor | None = None) -> torch.Tensor:
-        """Causal attention over x (B, T, C); appends this layer's keys and values to `cache`.
-        With `at` (B, Q), only the outputs at those positions, (B, Q, C)."""
+    def forward(self, x: torch.Tensor, cache: list | None = None, at: torch.Tensor | None = None,
+                visible: torch.Tensor | None = None) -> torch.Tensor:
+        """Causal attention over x (B, T, C), or, with `visible` (B, T, T) bool, each position over
+        those it may see; appends this layer's keys and values to `cache`. With `at` (B, Q), only
+        the outputs at those positions, (B, Q, C)."""
         q, k, v = self._heads(x)
         if cache is not None:
             cache.append((k, v))
         if at is None:
-            y = F.scaled_dot_product_attention(q, k, v, is_causal=True,
-                                               dropout_p=self.dropout if self.training else 0.0)
+            if visible is not None:
+                y = F.scaled_dot_product_attention(q, k, v, attn_mask=visible[:, None])
+            else:
+                y = F.scaled_dot_product_attention(q, k, v, is_causal=True,
+                                                   dropout_p=self.dropout if self.training else 0.0)
             return self.out(y.transpose(1, 2).reshape(x.shape))
         b, h, t, d = q.shape
         q = q.gather(2, at[:, None, :, None].expand(b, h, at.shape[1], d))
-        visible = torch.arange(t, device=x.device) <= at[:, :, None]
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=visible[:, None])
+        rows = (torch.arange(t, device=x.device) <= at[:, :, None] if visible is None
+                else visible.gather(1, at[:, :, None].expand(b, at.shape[1], t)))
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=rows[:, None])
         return self.out(y.transpose(1, 2).reshape(b, at.shape[1], -1))
 
     def step(self, x: torch.Tensor, cache: tuple[torch.Tensor, torch.Tensor], position: torch.Tensor):
@@ -110,9 +116,10 @@ class Block(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(cfg.n_embd, 4 * cfg.n_embd, bias=False), nn.GELU(),
                                  nn.Linear(4 * cfg.n_embd, cfg.n_embd, bias=False), nn.Dropout(cfg.dropout))
 
-    def forward(self, x: torch.Tensor, cache: list | None = None, at: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cache: list | None = None, at: torch.Tensor | None = None,
+                visible: torch.Tensor | None = None) -> torch.Tensor:
         """(B, T, C) -> (B, T, C), or (B, Q, C) at the positions `at` (B, Q) only."""
-        attended = self.attention(self.norm1(x), cache, at)
+        attended = self.attention(self.norm1(x), cache, at, visible)
         if at is not None:
             x = x.gather(1, at[:, :, None].expand(*at.shape, x.shape[-1]))
         x = x + attended
@@ -152,18 +159,19 @@ class TimelineGPT(nn.Module):
         return self.token(tokens) + self.age(ages) + self.calendar(born[:, None] + ages)
 
     def log_rates(self, tokens: torch.Tensor, ages: torch.Tensor, born: torch.Tensor, cache: list | None = None,
-                  at: torch.Tensor | None = None) -> torch.Tensor:
+                  at: torch.Tensor | None = None, visible: torch.Tensor | None = None) -> torch.Tensor:
         """(B, T) tokens and ages in years, (B,) birth dates in years since 1970 -> (B, T, V)
         log-rates per year of the next event.
 
         With `cache` (an empty list), also keeps every layer's keys and values for `step`. With
         `at` (B,) or (B, Q), only the rates at those positions, (B, V) or (B, Q, V): the last
-        block and the head then run there alone."""
+        block and the head then run there alone. With `visible` (B, T, T) bool, each position
+        attends to those it may see rather than to all before it (`data.with_earlier_queries`)."""
         x = self.drop(self.embed(tokens, ages, born))
         *early, last = self.blocks
         for block in early:
-            x = block(x, cache)
-        x = last(x, cache, None if at is None else at.view(len(at), -1))
+            x = block(x, cache, visible=visible)
+        x = last(x, cache, None if at is None else at.view(len(at), -1), visible)
         log_rate = self._read_rates(x)
         return log_rate.view(*at.shape, -1) if at is not None else log_rate
 

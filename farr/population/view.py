@@ -15,8 +15,7 @@ import json
 import logging
 import time
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, replace
-from functools import partial
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -24,9 +23,9 @@ import polars as pl
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
 from farr.events.io import read_outcomes
-from farr.forecast.landmark import landmark, landmark_ages, labels, outcomes_for, timelines_for
+from farr.forecast.landmark import Landmark, landmark, landmark_ages, labels, outcomes_for, timelines_for
 from farr.forecast.generate import first_occurrence_risk
-from farr.forecast.risk import model_risk, not_at_risk
+from farr.forecast.risk import analytic_risk, cohort_rates, not_at_risk, years_read
 from farr.model.card import data_window, read_card
 from farr.model.train import load_model
 from farr.privacy.sdc import resolve_profile
@@ -134,12 +133,13 @@ def population_view(model_dir, dataset, cfg: PopulationConfig | None = None, *, 
     with _phases(progress, seconds) as step:
         model, timelines, outcomes, at, mark = landmark_cohort(model_dir, dataset, cfg.at)
         groups = landmark_groups(dataset, timelines, mark, cfg)
+        past = backtest_cohorts(timelines, outcomes, at, cfg) if cfg.backtest else []
         step("per-person risks")
-        at_risk, risk, drawn = landmark_risks(model, timelines, mark, outcomes, cfg)
+        at_risk, risk, drawn, past_risks = landmark_risks(model, timelines, mark, outcomes, cfg,
+                                                          [(c, b.horizons) for b in past for c in b.cohorts])
         step("sampled futures")
         planning, factors = sampled_futures(model, timelines, mark, outcomes, groups, at_risk, risk, drawn, cfg)
         risk = risk if factors is None else calibrated(risk, mark.age, factors)
-        risks_of = partial(scaled_risks, model, timelines, outcomes, cfg, factors)
         step("group totals")
         flat = risk.reshape(len(risk), -1)
         sums = bootstrap_totals(groups, np.concatenate([flat, at_risk, flat * (1 - flat)], axis=1),
@@ -148,7 +148,7 @@ def population_view(model_dir, dataset, cfg: PopulationConfig | None = None, *, 
         table = rates_table(sums, names, horizons, seed=cfg.seed).join(
             observed_table(groups, mark, outcomes, horizons, risk), how="left", on=KEYS)
         step("backtest")
-        error = backtest(risks_of, dataset, timelines, outcomes, at, cfg) if cfg.backtest else None
+        error = backtest(past, past_risks, factors, dataset, timelines, outcomes, cfg) if past else None
         if error is not None:
             table = corrected(table, *error)
         step("oracle")
@@ -191,19 +191,25 @@ def landmark_groups(dataset, timelines, mark, cfg: PopulationConfig) -> dict[str
         dataset, timelines.subject_id[mark.people], mark.age, list(cfg.groupings))
 
 
-def landmark_risks(model, timelines, mark, outcomes, cfg: PopulationConfig):
-    """(at risk (n, outcomes), risks (n, outcomes, horizons) with 0 where not at risk, drawn):
-    analytic risks (the rates read at the landmark and on each anniversary; drawn is None), or
-    rollout risks from `samples` sampled futures of everyone (new conditions play out too;
-    drawn is `planning.rollouts`' (rows, futures), so the planning reuses them)."""
-    at_risk, drawn = ~not_at_risk(mark, outcomes), None
+def landmark_risks(model, timelines, mark, outcomes, cfg: PopulationConfig,
+                   past: list[tuple[Landmark, tuple[float, ...]]] = ()):
+    """(at risk (n, outcomes), risks (n, outcomes, horizons) with 0 where not at risk, drawn, and
+    each `past` cohort's risks of its own horizons alike): analytic risks (the rates read at
+    the landmark and on each anniversary, every cohort in one pass where a person's histories
+    nest: `cohort_rates`; drawn is None), or rollout risks from `samples` sampled futures of
+    everyone (new conditions play out too; drawn is `planning.rollouts`' (rows, futures) of
+    the landmark cohort, so the planning reuses them)."""
+    cohorts, drawn = [(mark, tuple(cfg.horizons)), *past], None
     if cfg.risks == "analytic":
-        risk = model_risk(model, timelines, mark, outcomes, list(cfg.horizons), bf16=cfg.bf16)
+        rates = cohort_rates(model, timelines, [(m, years_read(h)) for m, h in cohorts], outcomes, bf16=cfg.bf16)
+        risks = [analytic_risk(r, list(h)) for r, (_, h) in zip(rates, cohorts)]
     else:
-        drawn = rollouts(model, timelines, mark, outcomes, list(cfg.horizons), draws=cfg.samples,
-                         people=len(mark.people), seed=cfg.seed)
-        risk = first_occurrence_risk(drawn[1])
-    return at_risk, np.where(at_risk[:, :, None], risk, 0.0).astype(np.float32), drawn
+        futures = [rollouts(model, timelines, m, outcomes, list(h), draws=cfg.samples, people=len(m.people),
+                            seed=cfg.seed) for m, h in cohorts]
+        drawn, risks = futures[0], [first_occurrence_risk(f) for _, f in futures]
+    at_risk = [~not_at_risk(m, outcomes) for m, _ in cohorts]
+    risks = [np.where(a[:, :, None], r, 0.0).astype(np.float32) for a, r in zip(at_risk, risks)]
+    return at_risk[0], risks[0], drawn, risks[1:]
 
 
 def sampled_futures(model, timelines, mark, outcomes, groups, at_risk, risk, drawn, cfg: PopulationConfig):
@@ -227,60 +233,66 @@ def sampled_futures(model, timelines, mark, outcomes, groups, at_risk, risk, dra
     return planning, rollout_factors(risk[sample], sampled, mark.age[sample])
 
 
-def scaled_risks(model, timelines, outcomes, cfg: PopulationConfig, factors, mark, horizons) -> np.ndarray:
-    """A cohort's `landmark_risks` for `horizons` (some of the view's), scaled by the sampled
-    futures' `factors` where there are any."""
-    _, risk, _ = landmark_risks(model, timelines, mark, outcomes, replace(cfg, horizons=tuple(horizons)))
-    if factors is None:
-        return risk
-    columns = [list(cfg.horizons).index(h) for h in horizons]
-    return calibrated(risk, mark.age, {band: factor[:, columns] for band, factor in factors.items()})
+@dataclass
+class Backtest:
+    """The landmark cohorts backtesting `horizons`: `years` before the view's landmark, and twice
+    `years` before it where the data reach (for the drift)."""
+
+    years: float
+    horizons: tuple[float, ...]
+    cohorts: list[Landmark]
 
 
-def backtest(risks_of, dataset, timelines, outcomes, at: str, cfg: PopulationConfig):
-    """The model's error per group (`backtest.model_error`) for each horizon h, from the latest
-    landmark whose h-year follow-up is complete (ceil(h) years before `at`), with its drift from
-    a second landmark as far back again where the data reach; each horizon's corrections borrow
-    the evidence of the longest other backtest (so the longest borrows the next longest's). None
-    (with a note) where the data reach back for no horizon. `risks_of(cohort, horizons)` gives a
-    cohort's per-person risks as the view reads them (scaled alike)."""
-    ages = landmark_ages(timelines, at)
-    found = {}
-    for years in sorted({float(np.ceil(h)) for h in cfg.horizons}, reverse=True):  # the longest first
-        tables = _backtest_at(risks_of, dataset, timelines, outcomes, ages, years,
-                              [h for h in cfg.horizons if np.ceil(h) == years], cfg)
-        if tables:
-            found[years] = tables
-    if not found:
-        return None
+def backtest_cohorts(timelines, outcomes, at: str, cfg: PopulationConfig) -> list[Backtest]:
+    """For each horizon h, the latest landmark whose h-year follow-up is complete (ceil(h) years
+    before `at`) and a second one as far back again; none (with a note) where nobody was
+    registered then. The longest horizons first."""
+    ages, found = landmark_ages(timelines, at), []
+    for years in sorted({float(np.ceil(h)) for h in cfg.horizons}, reverse=True):
+        horizons = tuple(h for h in cfg.horizons if np.ceil(h) == years)
+        cohorts = [_backtest_cohort(timelines, ages - back, outcomes, cfg) for back in (years, 2 * years)]
+        if not len(cohorts[0].people):
+            cfg.notes.append(f"no backtest of the {_years(horizons)} horizon: nobody in the data was registered "
+                             f"{years:g} years before the landmark; its rates are the model's own and its intervals "
+                             "leave out the model's error")
+            continue
+        if not len(cohorts[1].people):
+            cfg.notes.append(f"no drift estimate for the {_years(horizons)} horizon: nobody in the data was "
+                             f"registered {2 * years:g} years before the landmark; its intervals assume the model "
+                             f"errs as it did {years:g} years earlier")
+        found.append(Backtest(years, horizons, [c for c in cohorts if len(c.people)]))
+    return found
+
+
+def backtest(past: list[Backtest], risks: list[np.ndarray], factors, dataset, timelines, outcomes,
+             cfg: PopulationConfig):
+    """The model's error per group (`backtest_error`) from the `past` backtests' cohorts' `risks`
+    (in order, scaled here by the sampled futures' `factors` as the view's are)."""
+    risks, found = iter(risks), {}
+    for b in past:
+        tables = [observed_table(landmark_groups(dataset, timelines, c, cfg), c, outcomes, list(b.horizons),
+                                 _scaled(next(risks), c, b.horizons, factors, cfg)) for c in b.cohorts]
+        _note_unrecorded(tables[0], cfg)
+        found[b.years] = (tables[0], drift(*tables), tables[1]) if len(tables) == 2 else (tables[0],)
+    return backtest_error(found)
+
+
+def backtest_error(found: dict[float, tuple[pl.DataFrame, ...]]):
+    """(error, outcome-wide error) (`backtest.model_error`) from each backtest's (table, drift, older
+    table), or its table alone, by years back; each horizon's corrections borrow the evidence of
+    the longest other backtest (so the longest borrows the next longest's)."""
     evidences = {years: evidence(*tables) for years, tables in found.items()}
     parts = [model_error(*tables, other=next((e for y, e in evidences.items() if y != years), None))
              for years, tables in found.items()]
     return tuple(pl.concat(tables) for tables in zip(*parts))
 
 
-def _backtest_at(risks_of, dataset, timelines, outcomes, ages, years: float, horizons: list[float],
-                 cfg: PopulationConfig):
-    """(backtest, drift, older backtest) of `horizons` from landmarks `years` and twice `years`
-    before the landmark `ages` (only the first where nobody was registered then); None (with a
-    note) where nobody was registered `years` before."""
-    cfg = replace(cfg, horizons=tuple(horizons))  # the same notes list: the copy is shallow
-    recent = _backtest_cohort(timelines, ages - years, outcomes, cfg)
-    if not len(recent.people):
-        cfg.notes.append(f"no backtest of the {_years(horizons)} horizon: nobody in the data was registered "
-                         f"{years:g} years before the landmark; its rates are the model's own and its intervals "
-                         "leave out the model's error")
-        return None
-    past = _backtest_table(risks_of, dataset, timelines, recent, outcomes, cfg)
-    _note_unrecorded(past, cfg)
-    older = _backtest_cohort(timelines, ages - 2 * years, outcomes, cfg)
-    if not len(older.people):
-        cfg.notes.append(f"no drift estimate for the {_years(horizons)} horizon: nobody in the data was registered "
-                         f"{2 * years:g} years before the landmark; its intervals assume the model errs as it did "
-                         f"{years:g} years earlier")
-        return (past,)
-    earlier = _backtest_table(risks_of, dataset, timelines, older, outcomes, cfg)
-    return past, drift(past, earlier), earlier
+def _scaled(risk: np.ndarray, mark, horizons: tuple[float, ...], factors, cfg: PopulationConfig) -> np.ndarray:
+    """A cohort's risks for `horizons` (some of the view's) scaled by the sampled futures' `factors`."""
+    if factors is None:
+        return risk
+    columns = [list(cfg.horizons).index(h) for h in horizons]
+    return calibrated(risk, mark.age, {band: factor[:, columns] for band, factor in factors.items()})
 
 
 def _note_unrecorded(past: pl.DataFrame, cfg: PopulationConfig) -> None:
@@ -291,20 +303,16 @@ def _note_unrecorded(past: pl.DataFrame, cfg: PopulationConfig) -> None:
 
 
 def _backtest_cohort(timelines, ages, outcomes, cfg: PopulationConfig):
-    """The landmark cohort at `ages`, cut to a random `backtest_people` of it. Each backtest costs a
-    forecast as large as its cohort, and a view has up to four; the cap keeps a large population's
-    view near the cost of its own forecast, at the price of the Poisson noise of a cohort that size
-    in each group's observed/expected correction (the error variance counts that noise)."""
+    """The landmark cohort at `ages`, cut to a random `backtest_people` of it. Each backtest's people
+    are read with the view's own (`cohort_rates`), so one who is in both costs only their queries;
+    the others (who died or left since, or whose history is too long for both) cost a forecast
+    each. The cap bounds those, at the price of the Poisson noise of a cohort that size in each
+    group's observed/expected correction (the error variance counts that noise)."""
     cohort = landmark(timelines, ages, outcomes)
     if len(cohort.people) <= cfg.backtest_people:
         return cohort
     rng = np.random.default_rng(cfg.seed)
     return cohort.subset(np.sort(rng.choice(len(cohort.people), cfg.backtest_people, replace=False)))
-
-
-def _backtest_table(risks_of, dataset, timelines, mark, outcomes, cfg: PopulationConfig) -> pl.DataFrame:
-    risk = risks_of(mark, cfg.horizons)
-    return observed_table(landmark_groups(dataset, timelines, mark, cfg), mark, outcomes, list(cfg.horizons), risk)
 
 
 def _years(horizons: list[float]) -> str:
