@@ -105,7 +105,7 @@ def projected_seconds(seconds: dict[str, float], people: int, cfg: PopulationCon
     backtest = min(TARGET_PEOPLE, cfg.backtest_people) / min(people, cfg.backtest_people)
     oracle = (TARGET_PEOPLE * draws_for(TARGET_PEOPLE, cfg.oracle_draws)) / (people * draws_for(people, cfg.oracle_draws))
     return (grown * (seconds["landmark cohort"] + seconds["per-person risks"]) + seconds["sampled futures"]
-            + backtest * seconds["backtest"] + oracle * seconds["oracle"] + aggregation)
+            + backtest * seconds["backtest corrections"] + oracle * seconds["oracle"] + aggregation)
 
 
 def aggregation_at_scale(people: int = TARGET_PEOPLE, outcomes: int = 20, horizons: int = 2, seed: int = 0) -> float:

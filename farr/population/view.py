@@ -92,7 +92,9 @@ def landmark_cohort(model_dir, dataset, at: str | None):
     return model, timelines, outcomes, at, mark
 
 
-PHASES = ("landmark cohort", "per-person risks", "sampled futures", "group totals", "backtest", "oracle",
+# "per-person risks" reads the backtest cohorts' too (in the same forward passes: `cohort_rates`);
+# "backtest corrections" compares them with what happened.
+PHASES = ("landmark cohort", "per-person risks", "sampled futures", "group totals", "backtest corrections", "oracle",
           "disclosure control")
 
 
@@ -147,7 +149,7 @@ def population_view(model_dir, dataset, cfg: PopulationConfig | None = None, *, 
         names = [o.name for o in outcomes]
         table = rates_table(sums, names, horizons, seed=cfg.seed).join(
             observed_table(groups, mark, outcomes, horizons, risk), how="left", on=KEYS)
-        step("backtest")
+        step("backtest corrections")
         error = backtest(past, past_risks, factors, dataset, timelines, outcomes, cfg) if past else None
         if error is not None:
             table = corrected(table, *error)
