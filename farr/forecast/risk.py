@@ -115,12 +115,10 @@ def _read_cohort(read, timelines: Timelines, requests: _Requests, anchors: np.nd
             tokens, token_ages, length, queries, owner, requests.length[ride], requests.age[ride], requests.count[ride])
         rates = read(tokens, token_ages, birth, at, visible)
         out[requests.cohort[anchors[0]]][requests.row[anchors[rows]]] = rates[:, :, :queries]
-        for count in np.unique(requests.count[ride]):  # each chain's queries, from its slot on
-            same = requests.count[ride] == count
-            got = rates[owner[same][:, None], :, slot[same][:, None] + np.arange(count)].transpose(0, 2, 1)
-            for k in np.unique(requests.cohort[ride[same]]):
-                of_k = requests.cohort[ride[same]] == k
-                out[k][requests.row[ride[same][of_k]]] = got[of_k]
+        for k in np.unique(requests.cohort[ride]):  # each chain's queries, from its slot on
+            of_k = requests.cohort[ride] == k
+            columns = slot[of_k][:, None] + np.arange(out[k].shape[-1])
+            out[k][requests.row[ride[of_k]]] = rates[owner[of_k][:, None], :, columns].transpose(0, 2, 1)
 
 
 def _ranges(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:

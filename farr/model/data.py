@@ -182,11 +182,6 @@ def _stack(rows, block: int) -> dict[str, torch.Tensor]:
             "targets": torch.from_numpy(targets), "exposure": torch.from_numpy(exposure)}
 
 
-def _history_lengths(timelines: Timelines, people: np.ndarray, at_age: np.ndarray, block: int) -> np.ndarray:
-    """Tokens in each person's landmark history and its query, at most `block`."""
-    return np.minimum(history_lengths(timelines, people, at_age) + 1, block)
-
-
 def history_lengths(timelines: Timelines, people: np.ndarray, at_age: np.ndarray, chunk: int = 16_384) -> np.ndarray:
     """Tokens in each person's history before `at_age` as `landmark_histories` builds it before
     any windowing (demographics, events and the registration mark), counted `chunk` people at a
@@ -213,7 +208,7 @@ def batches_by_length(timelines: Timelines, people: np.ndarray, at_age: np.ndarr
     """Positions in `people` in batches of `size` with landmark histories of similar length: a batch
     is padded (and a sampler's key/value cache widened) to its longest history, so little compute
     goes on padding."""
-    return batches_by_size(_history_lengths(timelines, people, at_age, block), size)
+    return batches_by_size(np.minimum(history_lengths(timelines, people, at_age) + 1, block), size)  # + the query
 
 
 def batches_by_size(lengths: np.ndarray, size: int):
