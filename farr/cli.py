@@ -147,12 +147,15 @@ def train_command(
     minutes: float = typer.Option(None, "--minutes", help="Stop (with a checkpoint) after this much training."),
     resume: bool = typer.Option(False, "--resume", help="Continue from the last checkpoint in --out."),
     seed: int = typer.Option(0, "--seed"),
+    calendar_jitter: float = typer.Option(
+        0.0, "--calendar-jitter", min=0.0, help="Years each training window's calendar time may move (uniformly), "
+        "so rates do not hang on one date's phase; a period effect is learnt blurred by as much."),
 ) -> None:
     """Train a timeline transformer; CPU by default, CUDA when present, DDP under torchrun."""
     from farr.model.train import TrainConfig, train
 
     cfg = TrainConfig(preset=config, max_steps=steps, batch_size=batch_size, learning_rate=learning_rate,
-                      minutes=minutes, seed=seed)
+                      minutes=minutes, seed=seed, calendar_jitter=calendar_jitter)
     summary = train(dataset, out, cfg, resume=resume, progress=sys.stderr.isatty())
     if summary:
         typer.echo(f"step {summary['step']}: validation loss {summary['val_loss']:.4f}, "

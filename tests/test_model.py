@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 import farr.model.train
 from farr.model.card import read_card
 from farr.model.data import (NO_EVENT_ID, PAD_ID, PREFIX, RECALL_SHARE, TrainingBatches, _targets, _window_targets,
-                             landmark_histories, predictable, registration_marked, window, with_earlier_queries)
+                             born, landmark_histories, predictable, registration_marked, window, with_earlier_queries)
 from farr.model.gpt import IGNORE, MIN_YEARS, GPTConfig, TimelineGPT
 from farr.model.sampling import _Context, sample_events
 from farr.model.tokenizer import Tokenizer
@@ -248,6 +248,19 @@ def test_training_windows_keep_the_demographic_prefix(tokenizer, timelines):
     targets = batch["targets"][batch["targets"] != IGNORE]
     assert not demographic[targets].any()
     assert (batch["exposure"] >= 0).all()
+
+
+def test_training_moves_each_windows_calendar_time_and_nothing_else(timelines):
+    """Jitter shifts a window's birth date (so its calendar time) uniformly within ±1 year, one
+    shift per window; its tokens, ages and targets are those recorded, as are validation batches'."""
+    people = np.arange(400)
+    recorded = TrainingBatches(timelines, people, 32, seed=0).batch_of(people)
+    moved = TrainingBatches(timelines, people, 32, seed=0, calendar_jitter=1.0).batch_of(people)
+    assert recorded.keys() == moved.keys()
+    assert all(torch.equal(recorded[key], moved[key]) for key in recorded if key != "born")
+    assert torch.equal(recorded["born"], born(timelines.birth_day[people]))
+    shift = (moved["born"] - recorded["born"]).numpy()
+    assert np.abs(shift).max() <= 1.0 + 1e-3 and 0.5 < shift.std() < 0.65  # uniform on ±1: sd 0.58
 
 
 def test_every_event_is_a_target_equally_often_however_long_the_timeline(timelines, monkeypatch):

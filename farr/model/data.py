@@ -48,16 +48,19 @@ class TrainingBatches:
     it, so each of its events comes up as often. (Drawing people alike instead weighted each
     person's events by one over their number: the model learned the rates of sparse timelines, and
     forecast busy ones too low.) People are drawn from length buckets, and a batch is as long as
-    its longest sequence, holding more people when they are short: little compute goes on padding."""
+    its longest sequence, holding more people when they are short: little compute goes on padding.
+    With `calendar_jitter` (years), each window's calendar time, not its ages, moves by a uniform
+    offset within ±that, so the model cannot tie rates to the phase of one date (a period effect
+    is then learnt blurred by as much); without, batches are as recorded."""
 
     BUCKETS = 8
 
     def __init__(self, timelines: Timelines, people: np.ndarray, block_size: int, seed: int,
-                 no_event_per_year: float = 0.2):
+                 no_event_per_year: float = 0.2, calendar_jitter: float = 0.0):
         if len(people) == 0:
             raise ValueError("no people to train on: the dataset (or its split) is empty")
         self.t, self.block = timelines, block_size
-        self.rate = no_event_per_year
+        self.rate, self.jitter = no_event_per_year, calendar_jitter
         self.rng = np.random.default_rng(seed)
         length = np.diff(timelines.offsets)[people] + no_event_per_year * (timelines.end_age - timelines.start_age)[people]
         order = np.argsort(length, kind="stable")
@@ -81,7 +84,10 @@ class TrainingBatches:
 
     def batch_of(self, people: np.ndarray) -> dict[str, torch.Tensor]:
         batch = _stack([self._sequence(p) for p in people], self.block)
-        return {**batch, "born": born(self.t.birth_day[people])}
+        birth = born(self.t.birth_day[people])
+        if self.jitter:  # calendar time moves with the birth date; the ages stay as recorded
+            birth += torch.from_numpy(self.rng.uniform(-self.jitter, self.jitter, len(people)).astype(np.float32))
+        return {**batch, "born": birth}
 
     def _sequence(self, p: int):
         t = self.t

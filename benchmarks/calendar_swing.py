@@ -1,0 +1,56 @@
+"""How far a model's rates at a landmark move with the calendar date alone.
+
+    .venv/bin/python benchmarks/calendar_swing.py MODEL DATASET --at 2019-01-01 --people 3000
+
+The same people, with the same ages and histories, are read at the landmark with their calendar
+time (birth dates) moved by -1 to +1 year in 3-month steps. On simulated data the true hazards
+have no calendar trend but the pandemic's (from March 2020), so each outcome's population mean
+rate should barely move; a model that ties rates to the phase of one date moves it, and a
+population forecast made at that date carries the error, which a backtest one year earlier does
+not see. Printed: each outcome's max/min of the mean rate over the shifts, and the median over
+outcomes (covid-19 left out of the median: its rise at +1 year is real).
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import replace
+
+import numpy as np
+
+from farr.events.io import read_outcomes
+from farr.forecast.landmark import landmark, landmark_ages, outcomes_for, timelines_for
+from farr.forecast.risk import outcome_rates
+from farr.model.train import load_model
+from farr.model.tokenizer import DAYS_PER_YEAR
+
+SHIFTS = np.arange(-1.0, 1.01, 0.25)  # years
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("model")
+    parser.add_argument("dataset")
+    parser.add_argument("--at", default="2019-01-01")
+    parser.add_argument("--people", type=int, default=3000)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    model, tokenizer = load_model(args.model)
+    timelines = timelines_for(tokenizer, args.dataset)
+    outcomes = outcomes_for(tokenizer, read_outcomes(args.dataset))
+    mark = landmark(timelines, landmark_ages(timelines, args.at), outcomes)
+    rng = np.random.default_rng(args.seed)
+    mark = mark.subset(np.sort(rng.choice(len(mark.people), min(args.people, len(mark.people)), replace=False)))
+    means = np.array([outcome_rates(model, replace(timelines, birth_day=timelines.birth_day + shift * DAYS_PER_YEAR),
+                                    mark, outcomes)[:, :, 0].mean(axis=0) for shift in SHIFTS])
+    swing = means.max(axis=0) / means.min(axis=0)
+    print(f"{len(mark.people):,} people at {args.at}; mean rate relative to the unshifted one at shifts "
+          + " ".join(f"{s:+.2f}" for s in SHIFTS) + " years")
+    for outcome, ratio, column in zip(outcomes, swing, means.T):
+        print(f"{outcome.name:24s} max/min {ratio:.2f}  " + " ".join(f"{m / column[len(SHIFTS) // 2]:.2f}" for m in column))
+    steady = [ratio for outcome, ratio in zip(outcomes, swing) if outcome.name != "covid19"]
+    print(f"median max/min over outcomes (covid-19 aside): {np.median(steady):.2f}")
+
+
+if __name__ == "__main__":
+    main()
