@@ -18,11 +18,9 @@ from dataclasses import replace
 
 import numpy as np
 
-from farr.events.io import read_outcomes
-from farr.forecast.landmark import landmark, landmark_ages, outcomes_for, timelines_for
 from farr.forecast.risk import outcome_rates
-from farr.model.train import load_model
 from farr.model.tokenizer import DAYS_PER_YEAR
+from farr.population.view import landmark_cohort
 
 SHIFTS = np.arange(-1.0, 1.01, 0.25)  # years
 
@@ -35,10 +33,7 @@ def main() -> None:
     parser.add_argument("--people", type=int, default=3000)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    model, tokenizer = load_model(args.model)
-    timelines = timelines_for(tokenizer, args.dataset)
-    outcomes = outcomes_for(tokenizer, read_outcomes(args.dataset))
-    mark = landmark(timelines, landmark_ages(timelines, args.at), outcomes)
+    model, timelines, outcomes, _, mark = landmark_cohort(args.model, args.dataset, args.at)
     rng = np.random.default_rng(args.seed)
     mark = mark.subset(np.sort(rng.choice(len(mark.people), min(args.people, len(mark.people)), replace=False)))
     means = np.array([outcome_rates(model, replace(timelines, birth_day=timelines.birth_day + shift * DAYS_PER_YEAR),

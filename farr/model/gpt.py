@@ -80,11 +80,9 @@ class SelfAttention(nn.Module):
         if cache is not None:
             cache.append((k, v))
         if at is None:
-            if visible is not None:
-                y = F.scaled_dot_product_attention(q, k, v, attn_mask=visible[:, None])
-            else:
-                y = F.scaled_dot_product_attention(q, k, v, is_causal=True,
-                                                   dropout_p=self.dropout if self.training else 0.0)
+            mask = None if visible is None else visible[:, None]
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None,
+                                               dropout_p=self.dropout if self.training else 0.0)
             return self.out(y.transpose(1, 2).reshape(x.shape))
         b, h, t, d = q.shape
         q = q.gather(2, at[:, None, :, None].expand(b, h, at.shape[1], d))
