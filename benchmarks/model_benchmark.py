@@ -25,7 +25,7 @@ from _populations import independent_test_population, simulated_once
 from farr.forecast.evaluate import EvaluationConfig, evaluate, save
 from farr.forecast.landmark import at_age, landmark
 from farr.forecast.report import write_evaluation_report
-from farr.forecast.risk import model_risk
+from farr.forecast.risk import inference_model, model_risk
 from farr.model.train import TrainConfig, load_model, train
 
 PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12}  # dense bf16/tf32 tensor-core peaks
@@ -103,7 +103,7 @@ def forecast_latency(model_dir: Path, dataset: Path, people: int = 100_000) -> N
     many = mark.subset(np.resize(np.arange(len(mark.people)), people))
     for bf16 in (False, True):
         started = time.perf_counter()
-        risk = model_risk(model, timelines, many, outcomes, [1.0, 5.0, 10.0], bf16=bf16)
+        risk = model_risk(inference_model(model, bf16), timelines, many, outcomes, [1.0, 5.0, 10.0])
         seconds = time.perf_counter() - started
         print(f"forecast latency ({'bf16' if bf16 else 'fp32'}): {risk.shape[0]:,} people x {risk.shape[1]} outcomes "
               f"x 3 horizons in {seconds:.1f} s (target < 120 s)")

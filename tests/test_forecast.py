@@ -1,12 +1,14 @@
 """Forecasting and evaluation: durations, landmarks, metrics, and the commands end to end."""
 
 import json
+import threading
 from datetime import datetime
 
 import numpy as np
 import polars as pl
 import pyarrow as pa
 import pytest
+import torch
 from hypothesis import given
 from hypothesis import strategies as st
 from sklearn.metrics import roc_auc_score
@@ -112,6 +114,31 @@ def test_cohorts_read_together_get_the_rates_each_would_alone(trained, cohort):
         np.testing.assert_allclose(rates, outcome_rates(model, timelines, mark, outcomes, years), rtol=1e-4, atol=1e-9)
 
 
+def test_batches_read_side_by_side_give_the_rates_read_one_after_another(trained, cohort, monkeypatch):
+    """On a CPU with several threads, one Python thread a core reads batches side by side, each
+    writing its own people's rows (and their earlier landmarks' rows); the rates are exactly those
+    of one thread reading the batches in turn, and torch gets its threads back."""
+    model, _ = load_model(trained[0])
+    _, timelines, outcomes, _ = cohort
+    ages = at_age(timelines, 72.0)
+    cohorts = [(landmark(timelines, ages - back, outcomes), years) for back, years in ((0, 4), (1, 0))]
+    readers, read = [], risk._Reader.__call__
+    monkeypatch.setattr(risk._Reader, "__call__", lambda *a: readers.append(threading.get_ident()) or read(*a))
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        in_turn, in_turn_readers = cohort_rates(model, timelines, cohorts, outcomes), set(readers)
+        readers.clear()
+        torch.set_num_threads(2)
+        side_by_side = cohort_rates(model, timelines, cohorts, outcomes)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(threads)
+    assert len(in_turn_readers) == 1 and len(set(readers)) > 1 and threading.get_ident() not in readers
+    for a, b in zip(side_by_side, in_turn):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_sampled_events_and_their_exposures_belong_to_the_same_person(trained, cohort):
     """Futures are sampled in batches of similar history length and put back in the cohort's order.
     An outcome's rate stops accruing at its first event (or a death): where a person's future has
@@ -138,17 +165,21 @@ def test_sampled_events_and_their_exposures_belong_to_the_same_person(trained, c
 @pytest.mark.parametrize("native", [True, False])
 def test_bf16_runs_only_where_the_device_has_it(trained, cohort, monkeypatch, caplog, native):
     """Emulated bfloat16 is several times slower than float32, so without native support the
-    rates are float32's exactly, with a warning; with it they move by the hidden states' rounding
-    only (with the log-rates themselves in bfloat16 the median rate moved 0.5% and the largest 1.5%)."""
+    rates are float32's exactly, with a warning; with it the blocks run in bfloat16 and the rates
+    move by their rounding only (with the log-rates themselves in bfloat16 the median rate moved
+    0.5% and the largest 1.5%)."""
     model, _ = load_model(trained[0])
     _, timelines, outcomes, mark = cohort
     short = mark.subset(np.arange(40))
     monkeypatch.setattr(risk.torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: native)
     risk.native_bf16.cache_clear()
     exact = outcome_rates(model, timelines, short, outcomes)
-    fast = outcome_rates(model, timelines, short, outcomes, bf16=True)
+    fast_model = risk.inference_model(model, bf16=True)
+    fast = outcome_rates(fast_model, timelines, short, outcomes)
     risk.native_bf16.cache_clear()
     assert ("no native bfloat16" in caplog.text) is not native
+    assert fast_model.block_dtype == (torch.bfloat16 if native else torch.float32)
+    assert model.block_dtype == torch.float32  # a copy: the model itself is untouched
     if native:
         assert not np.array_equal(fast, exact)
         moved = np.abs(fast / exact - 1)

@@ -84,14 +84,19 @@ def landmark_day(timelines: Timelines, mark: Landmark) -> np.ndarray:
     return timelines.birth_day[mark.people] + mark.age * DAYS_PER_YEAR
 
 
+def registered(timelines: Timelines, age: np.ndarray, people: np.ndarray | None = None) -> np.ndarray:
+    """Those of `people` (default: everyone), in order, registered at `age[person]` and not yet dead."""
+    people = np.arange(len(timelines)) if people is None else people
+    a = age[people]
+    return people[(timelines.start_age[people] <= a) & (a < timelines.end_age[people])]
+
+
 def landmark(timelines: Timelines, age: np.ndarray, outcomes: list[Outcome],
              people: np.ndarray | None = None) -> Landmark:
     """Those of `people` (default: everyone) registered at `age[person]` and not yet dead."""
     t = timelines
-    people = np.arange(len(t)) if people is None else people
+    people = registered(t, age, people)
     a = age[people]
-    registered = (t.start_age[people] <= a) & (a < t.end_age[people])
-    people, a = people[registered], a[registered]
     owner, index = t.rows_of(people)
     tokens, ages = t.tokens[index], t.ages[index].astype(float)
     which = outcome_lookup(outcomes, int(t.tokens.max(initial=0)) + 1)[tokens]

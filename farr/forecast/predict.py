@@ -11,7 +11,7 @@ import polars as pl
 from farr.events.io import read_outcomes
 from farr.forecast.generate import death_tokens, expected_first_occurrences, sample_futures
 from farr.forecast.landmark import Landmark, Outcome, landmark, landmark_ages, outcomes_for, timelines_for
-from farr.forecast.risk import model_risk, not_at_risk
+from farr.forecast.risk import inference_model, model_risk, not_at_risk
 from farr.model.data import predictable
 from farr.model.train import load_model
 
@@ -52,7 +52,8 @@ def forecast(model_dir, dataset, at: str, horizons: list[float], out: str | Path
     """Write risks.parquet: subject_id, landmark_age, outcome, horizon_years, risk (and
     risk_sampled from `draws` sampled futures per person, when asked)."""
     model, tokenizer, timelines, outcomes, mark = _setup(model_dir, dataset, at)
-    risk = model_risk(model, timelines, mark, outcomes, horizons, bf16=bf16)
+    model = inference_model(model, bf16)
+    risk = model_risk(model, timelines, mark, outcomes, horizons)
     blocked = not_at_risk(mark, outcomes)[:, :, None]
     columns = {"risk": np.where(blocked, np.nan, risk)}
     if draws:

@@ -173,7 +173,7 @@ class _Context:
         c = self.model.cfg
         grown = min(self.block, max(width, 2 * held, 16))
         shape = (len(self.last), c.n_head, grown - held, c.n_embd // c.n_head)
-        more = lambda: torch.zeros(shape, device=self.device)  # noqa: E731
+        more = lambda: torch.zeros(shape, device=self.device, dtype=self.model.block_dtype)  # noqa: E731
         self.cache = [tuple(torch.cat([x, more()], dim=2) if held else more() for x in kv) for kv in self.cache]
 
     def _cut(self, row: torch.Tensor) -> None:

@@ -23,9 +23,10 @@ import polars as pl
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
 from farr.events.io import read_outcomes
-from farr.forecast.landmark import Landmark, landmark, landmark_ages, labels, outcomes_for, timelines_for
+from farr.forecast.landmark import (Landmark, landmark, landmark_ages, labels, outcomes_for, registered,
+                                    timelines_for)
 from farr.forecast.generate import first_occurrence_risk
-from farr.forecast.risk import analytic_risk, cohort_rates, not_at_risk, years_read
+from farr.forecast.risk import analytic_risk, cohort_rates, inference_model, not_at_risk, years_read
 from farr.model.card import data_window, read_card
 from farr.model.train import load_model
 from farr.privacy.sdc import resolve_profile
@@ -134,6 +135,7 @@ def population_view(model_dir, dataset, cfg: PopulationConfig | None = None, *, 
     seconds = {}
     with _phases(progress, seconds) as step:
         model, timelines, outcomes, at, mark = landmark_cohort(model_dir, dataset, cfg.at)
+        model = inference_model(model, cfg.bf16)
         groups = landmark_groups(dataset, timelines, mark, cfg)
         past = backtest_cohorts(timelines, outcomes, at, cfg) if cfg.backtest else []
         step("per-person risks")
@@ -203,7 +205,7 @@ def landmark_risks(model, timelines, mark, outcomes, cfg: PopulationConfig,
     the landmark cohort, so the planning reuses them)."""
     cohorts, drawn = [(mark, tuple(cfg.horizons)), *past], None
     if cfg.risks == "analytic":
-        rates = cohort_rates(model, timelines, [(m, years_read(h)) for m, h in cohorts], outcomes, bf16=cfg.bf16)
+        rates = cohort_rates(model, timelines, [(m, years_read(h)) for m, h in cohorts], outcomes)
         risks = [analytic_risk(r, list(h)) for r, (_, h) in zip(rates, cohorts)]
     else:
         futures = [rollouts(model, timelines, m, outcomes, list(h), draws=cfg.samples, people=len(m.people),
@@ -310,11 +312,11 @@ def _backtest_cohort(timelines, ages, outcomes, cfg: PopulationConfig):
     the others (who died or left since, or whose history is too long for both) cost a forecast
     each. The cap bounds those, at the price of the Poisson noise of a cohort that size in each
     group's observed/expected correction (the error variance counts that noise)."""
-    cohort = landmark(timelines, ages, outcomes)
-    if len(cohort.people) <= cfg.backtest_people:
-        return cohort
-    rng = np.random.default_rng(cfg.seed)
-    return cohort.subset(np.sort(rng.choice(len(cohort.people), cfg.backtest_people, replace=False)))
+    people = registered(timelines, ages)
+    if len(people) > cfg.backtest_people:  # drawn before the histories are read, which costs more
+        rng = np.random.default_rng(cfg.seed)
+        people = people[np.sort(rng.choice(len(people), cfg.backtest_people, replace=False))]
+    return landmark(timelines, ages, outcomes, people)
 
 
 def _years(horizons: list[float]) -> str:
