@@ -169,7 +169,7 @@ class _Reader:
 def inference_model(model: TimelineGPT, bf16: bool) -> TimelineGPT:
     """The model, or, for `bf16` where its device multiplies bfloat16 natively, its copy with
     bfloat16 blocks (`TimelineGPT.bfloat16_blocks`) for reading rates and sampling futures: about
-    twice as fast on CPUs with AVX-512 BF16, and rates move by about 0.1%."""
+    twice as fast on CPUs with AVX-512 BF16, and a person's rates move by about 0.4% (median)."""
     return model.bfloat16_blocks() if bf16 and native_bf16(next(model.parameters()).device) else model
 
 
