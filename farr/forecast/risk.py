@@ -54,7 +54,6 @@ def cohort_rates(model: TimelineGPT, timelines: Timelines, cohorts: list[tuple[L
     backtests) is read at their latest landmark, with the earlier landmarks' queries appended
     (`data.with_earlier_queries`), wherever that history and all the queries fit the block; a
     history too long for them has its earlier landmarks read in a later pass, the same way."""
-    device = next(model.parameters()).device
     read = _Reader(model, outcome_columns(outcomes, model.cfg.vocab_size))
     requests = _Requests(cohorts)
     out = [np.empty((len(mark.people), len(outcomes), 1 + years_after), np.float32) for mark, years_after in cohorts]
@@ -64,7 +63,7 @@ def cohort_rates(model: TimelineGPT, timelines: Timelines, cohorts: list[tuple[L
         for k in np.unique(requests.cohort[anchors]):
             mine = np.sort(anchors[requests.cohort[anchors] == k])
             _read_cohort(read, timelines, requests, mine, chains[np.isin(requests.owner[chains], mine)],
-                         model.cfg.block_size, BATCH.get(device.type, BATCH["cuda"]), out)
+                         model.cfg.block_size, BATCH.get(read.device.type, BATCH["cuda"]), out)
     return out
 
 
