@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 
 import farr.model.train
 from farr.model.card import read_card
-from farr.model.data import (NO_EVENT_ID, PAD_ID, PREFIX, RECALL_SHARE, TrainingBatches, _targets, _window_targets,
-                             born, landmark_histories, predictable, registration_marked, window, with_earlier_queries)
+from farr.model.data import (NO_EVENT_ID, PAD_ID, PREFIX, RECALL_SHARE, WIDTH_STEP, TrainingBatches, _targets,
+                             _window_targets, born, landmark_histories, predictable, registration_marked, window, with_earlier_queries)
 from farr.model.gpt import IGNORE, MIN_YEARS, GPTConfig, TimelineGPT
 from farr.model.sampling import _Context, sample_events
 from farr.model.tokenizer import Tokenizer
@@ -145,13 +145,14 @@ def test_an_earlier_landmarks_queries_see_only_its_own_history_and_nothing_sees_
     tokens, ages, at, visible, slot = with_earlier_queries(
         tokens, ages, torch.tensor([3, 2]), 1, np.array([0, 0, 1]), np.array([1, 2, 2]), np.array([1.5, 2.5, 3.0]),
         np.array([2, 1, 1]))
-    assert tokens[0].tolist() == [7, 8, 9] + [NO_EVENT_ID] * 4
-    assert tokens[1].tolist() == [7, 8] + [NO_EVENT_ID] * 2 + [PAD_ID] * 3
-    assert ages[0, 4:].tolist() == [1.5, 2.5, 2.5] and ages[1, 3].item() == 3.0
+    assert tokens.shape[1] == WIDTH_STEP and (tokens[:, 7:] == PAD_ID).all()  # one kernel shape per WIDTH_STEP
+    assert tokens[0, :7].tolist() == [7, 8, 9] + [NO_EVENT_ID] * 4
+    assert tokens[1, :7].tolist() == [7, 8] + [NO_EVENT_ID] * 2 + [PAD_ID] * 3
+    assert ages[0, 4:7].tolist() == [1.5, 2.5, 2.5] and ages[1, 3].item() == 3.0
     assert at.tolist() == [[3, 4, 5, 6], [2, 3, 0, 0]] and slot.tolist() == [1, 3, 1]
     seen = [[set(np.flatnonzero(row).tolist()) for row in person] for person in visible.numpy()]
-    assert seen[0][4:] == [{0, 4}, {0, 4, 5}, {0, 1, 6}] and seen[1][3] == {0, 1, 3}
-    assert all(seen[p][i] == set(range(i + 1)) for p, i in [(0, 0), (0, 3), (1, 2)])  # causal: chains unseen
+    assert seen[0][4:7] == [{0, 4}, {0, 4, 5}, {0, 1, 6}] and seen[1][3] == {0, 1, 3}
+    assert all(seen[p][i] == set(range(i + 1)) for p, i in [(0, 0), (0, 3), (1, 2), (1, 9)])  # causal: chains unseen
 
 
 @pytest.mark.parametrize("block, years_after", [(512, 0), (40, 0), (24, 4)])
