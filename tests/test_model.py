@@ -13,7 +13,7 @@ import farr.model.train
 from farr.model.card import read_card
 from farr.model.data import (NO_EVENT_ID, PAD_ID, PREFIX, RECALL_SHARE, WIDTH_STEP, TrainingBatches, _targets,
                              _window_targets, born, landmark_histories, predictable, registration_marked, window, with_earlier_queries)
-from farr.model.gpt import IGNORE, MIN_YEARS, GPTConfig, TimelineGPT
+from farr.model.gpt import IGNORE, MIN_YEARS, GPTConfig, TimeEncoding, TimelineGPT
 from farr.model.sampling import _Context, sample_events
 from farr.model.tokenizer import Tokenizer
 from farr.model.train import CHECKPOINT, load_model, train
@@ -187,6 +187,12 @@ def test_rates_move_with_calendar_time_at_the_same_ages():
         assert not torch.allclose(model.log_rates(tokens, ages, born), model.log_rates(tokens, ages, born + 5.0))
 
 
+def test_calendar_time_is_encoded_down_to_a_year_and_age_down_to_a_month():
+    model = _model()
+    assert model.calendar.frequencies.max().item() == pytest.approx(2 * np.pi)
+    assert model.age.frequencies.max().item() == pytest.approx(2 * np.pi * 12)
+
+
 def test_unpredictable_tokens_have_no_rate():
     model = _model()
     rates = model.log_rates(torch.tensor([[1, 2]]), torch.tensor([[0.0, 1.0]]), torch.tensor([50.0]))
@@ -210,6 +216,18 @@ def test_a_model_from_before_the_calendar_encoding_is_refused_in_one_line(traine
     torch.save(state, out / "model.pt")
     with pytest.raises(ValueError, match=r"model.pt: not a model of this farr version.*calendar"):
         load_model(out)
+
+
+def test_a_model_saved_before_the_calendar_period_loads_with_its_own_encoding(trained, tmp_path):
+    out = tmp_path / "month"
+    shutil.copytree(trained[0], out)
+    state = torch.load(out / "model.pt", weights_only=False)
+    del state["model_config"]["calendar_period"]
+    state["model"]["calendar.frequencies"] = TimeEncoding(2 * len(state["model"]["calendar.frequencies"])).frequencies
+    torch.save(state, out / "model.pt")
+    model, _ = load_model(out)
+    assert model.cfg.calendar_period == pytest.approx(1 / 12)
+    assert model.calendar.frequencies.max().item() == pytest.approx(2 * np.pi * 12)
 
 
 def test_a_run_killed_after_a_checkpoint_resumes_exactly(population, tmp_path, trained, monkeypatch):

@@ -279,13 +279,17 @@ def save_model(out: Path, model: TimelineGPT) -> None:
     _atomic_save({"model": model.state_dict(), "model_config": model.cfg.to_dict()}, out / WEIGHTS)
 
 
+# A model saved before GPTConfig.calendar_period existed encodes calendar time down to a month.
+BEFORE_CALENDAR_PERIOD = {"calendar_period": 1 / 12}
+
+
 def load_model(directory: str | Path, device: str | torch.device = "cpu") -> tuple[TimelineGPT, Tokenizer]:
     """The trained model and its tokenizer from a `farr train` output directory."""
     directory = Path(directory)
     tokenizer = Tokenizer.load(directory / TOKENIZER)
     state = _load_checkpoint(directory / WEIGHTS)
     try:
-        cfg = GPTConfig(**state["model_config"])
+        cfg = GPTConfig(**(BEFORE_CALENDAR_PERIOD | state["model_config"]))
         model = TimelineGPT(cfg, predictable(tokenizer.vocabulary))
         model.load_state_dict(state["model"])
     except (KeyError, TypeError, RuntimeError) as error:
