@@ -28,6 +28,7 @@ import logging
 from pathlib import Path
 
 import numpy as np
+import polars as pl
 import torch
 
 from _measure import measured
@@ -92,7 +93,19 @@ def view_at(model_dir: Path, dataset: Path, cfg: PopulationConfig, out: Path) ->
               f"{cfg.backtest_people:,} and planning rollouts are a fixed subsample): forecast "
               f"{forecast / people * TARGET_PEOPLE:.0f} s (target for the whole view < {TARGET_SECONDS} s)")
     print(f"validation against the oracle at {cfg.at}:", json.dumps(result.get("validation"), indent=1), flush=True)
+    if "planning" in result:
+        print_planning_check(result["planning"])
     return cfg, people, result["seconds"]
+
+
+def print_planning_check(planning) -> None:
+    """Each measure's projected events over those recorded (scaled to everyone), all regions, by year."""
+    check = (planning.filter(pl.col("observed_scaled").is_not_null() & pl.col("projected").is_not_null())
+             .group_by("measure", "year").agg((pl.col("projected").sum() / pl.col("observed_scaled").sum()).alias("ratio"))
+             .sort("measure", "year"))
+    for (measure,), rows in check.group_by("measure", maintain_order=True):
+        print(f"planning {measure}: projected / recorded by year " + " ".join(
+            f"{year}: {ratio:.2f}" for year, ratio in zip(rows["year"], rows["ratio"])))
 
 
 def projected_seconds(seconds: dict[str, float], people: int, cfg: PopulationConfig, aggregation: float) -> float:

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from farr.cli import app
 from farr.events.io import read_outcomes
-from farr.forecast.landmark import landmark, landmark_ages, outcomes_for, timelines_for
+from farr.forecast.landmark import landmark, landmark_ages, outcome_lookup, outcomes_for, timelines_for
 from farr.forecast.predict import forecast
 from farr.model.train import TrainConfig, load_model, train
 from farr.population import oracle as oracle_module
@@ -23,7 +23,8 @@ from farr.population.groups import AGE_BANDS, GROUPINGS, age_band, parse_groupin
 from farr.population.inequality import ridits, slope_indices
 from farr.population.oracle import MIN_DRAWS, draws_for
 from farr.population.rates import bootstrap_totals
-from farr.population.view import PHASES, PopulationConfig, _backtest_cohort, check_horizons, population_view
+from farr.population.view import (PHASES, PopulationConfig, _backtest_cohort, check_horizons, landmark_cohort,
+                                  population_view)
 from farr.simulate.simulator import simulate_dataset
 
 runner = CliRunner()
@@ -461,6 +462,35 @@ def test_each_horizon_is_backtested_from_the_latest_landmark_its_follow_up_allow
     assert not any("1-year horizon: nobody" in n and n.startswith("no backtest") for n in notes)
 
 
+def test_recorded_planning_events_are_each_persons_events_counted_one_at_a_time(small):
+    """`planning.recorded` (vectorised, in chunks) against each person's own timeline: admissions
+    and A&E attendances in each year after the landmark, and first records of conditions new
+    since it, among the people followed through that year (or to their death)."""
+    model, dataset = small
+    _, timelines, outcomes, _, mark = landmark_cohort(model, dataset, "2018-01-01")
+    regions, years = np.array(["north", "south"])[np.arange(len(mark.people)) % 2], 3
+    table = planning.recorded(timelines, mark, outcomes, regions, years, chunk=7)
+    lookup, names = outcome_lookup(outcomes, int(timelines.tokens.max()) + 1), [o.name for o in outcomes]
+    expected = {}
+    for i, person in enumerate(mark.people):
+        tokens, ages = timelines.of(person)
+        which, since = lookup[tokens], ages - mark.age[i]
+        firsts = [since[(which == k) & (since >= 0)].min(initial=np.inf) for k, o in enumerate(outcomes)
+                  if not o.recurrent and o.name != "death" and not mark.had_before[i, k]]
+        for year in range(years):
+            if not (mark.follow_up[i] >= year + 1 or mark.died_after[i] <= year + 1):
+                continue
+            inside = (since >= year) & (since < year + 1)
+            for measure, count in (("emergency_admissions", (which[inside] == names.index("unplanned_admission")).sum()),
+                                   ("ae_attendances", (which[inside] == names.index("ae_attendance")).sum()),
+                                   ("new_diagnoses", sum(year <= first < year + 1 for first in firsts))):
+                key = (regions[i], measure, year + 1)
+                people, events = expected.get(key, (0, 0))
+                expected[key] = (people + 1, events + int(count))
+    got = {(r, m, y): (f, e) for r, m, y, f, e in table.drop_nulls().rows()}
+    assert got == expected and sum(e for _, e in got.values()) > 0
+
+
 def test_the_command_writes_report_tables_and_planning(small, tmp_path):
     model, dataset = small
     result = runner.invoke(app, ["population", str(model), str(dataset), "--by", "region,imd", "--horizon", "1y,2y",
@@ -477,6 +507,8 @@ def test_the_command_writes_report_tables_and_planning(small, tmp_path):
     assert set(planning["measure"]) == {"emergency_admissions", "ae_attendances", "new_diagnoses"}
     released = planning["projected"].drop_nulls()
     assert ((released == 0) | (released > 7)).all()
+    beside = planning.filter(pl.col("observed_scaled").is_not_null())  # follow-up reaches 2 years past 2018
+    assert beside.height and (beside["followed"] > 7).all() and (beside["observed_scaled"] >= 0).all()
 
 
 @pytest.mark.parametrize("args, message", [(["--by", "postcode"], "unknown grouping"),

@@ -80,9 +80,17 @@ def release_inequality(table: pl.DataFrame, rates: pl.DataFrame) -> pl.DataFrame
 
 
 def release_planning(table: pl.DataFrame, profile: str) -> tuple[pl.DataFrame, dict]:
-    counts = ["projected", "people", "people_sampled"]
+    """Projections, and beside them the events recorded among the people followed through each
+    year, scaled to the region's people from the released counts (`observed_scaled`)."""
+    projected = ["projected", "people", "people_sampled"]
+    counts = projected + [c for c in ("followed", "observed_events") if c in table.columns]
     result = apply_sdc(_whole(table, counts), counts, profile, group_columns=[["measure", "year"]])
-    safe = result.table.with_columns(_status(table, result.findings, counts))
-    safe = safe.with_columns(pl.when(_released(counts)).then(pl.col(c)).otherwise(None).alias(c)
+    safe = result.table.with_columns(_status(table, result.findings, projected))
+    safe = safe.with_columns(pl.when(_released(projected)).then(pl.col(c)).otherwise(None).alias(c)
                              for c in ("lower", "upper"))
-    return safe.with_columns(_rounded(["projected", "lower", "upper"])), result.summary()
+    if "followed" in safe.columns:
+        safe = safe.with_columns(pl.when(_released(["followed", "observed_events", "people"]) & (pl.col("followed") > 0))
+                                 .then(pl.col("observed_events") / pl.col("followed") * pl.col("people"))
+                                 .otherwise(None).alias("observed_scaled"))
+    return safe.with_columns(_rounded([c for c in ("projected", "lower", "upper", "observed_scaled")
+                                       if c in safe.columns])), result.summary()

@@ -7,6 +7,9 @@ by its people over its sampled people (a ratio estimator), and intervals come fr
 Poisson bootstrap over the sampled people. The cohort is closed:
 people who are born or register after the landmark are not in it, and deaths in the sampled
 futures end them, so later years count a shrinking, ageing cohort.
+
+Where the data reach past the landmark, `recorded` counts the same events as recorded, among the
+people followed through each year (or to their death), to set beside the projections.
 """
 
 from __future__ import annotations
@@ -56,7 +59,7 @@ def yearly_counts(futures: Futures, mark: Landmark, outcomes: list[Outcome], yea
 
 def _new_diagnoses(futures, which, year, mark: Landmark, outcomes, years: int, draws: int) -> np.ndarray:
     """(people, years) first records of conditions not recorded before the landmark, in each year."""
-    diagnosis = np.array([not o.recurrent and o.name != "death" for o in outcomes])
+    diagnosis = _diagnoses(outcomes)
     hit = which >= 0
     row, draw, outcome, yr = futures.row[hit], futures.draw[hit], which[hit], year[hit]
     keep = diagnosis[outcome] & ~mark.had_before[row, outcome]
@@ -66,6 +69,51 @@ def _new_diagnoses(futures, which, year, mark: Landmark, outcomes, years: int, d
     first = order[np.concatenate([[True], np.any(key[:, 1:] != key[:, :-1], axis=0)])] if len(order) else order
     counts = np.zeros((len(mark.people), years))
     np.add.at(counts, (row[first], yr[first]), 1.0)
+    return counts
+
+
+def _diagnoses(outcomes: list[Outcome]) -> np.ndarray:
+    """(outcomes,) bool: the conditions whose first record is a new diagnosis."""
+    return np.array([not o.recurrent and o.name != "death" for o in outcomes])
+
+
+def recorded(timelines, mark: Landmark, outcomes: list[Outcome], regions: np.ndarray, years: int,
+             chunk: int = 100_000) -> pl.DataFrame:
+    """Long table: region, measure, year, `followed` (people followed through that year, or to
+    their death; null where none) and `observed_events` (the events recorded among them in it,
+    counted as `yearly_counts` counts futures')."""
+    counts = _recorded_counts(timelines, mark, outcomes, years, chunk)
+    end = np.arange(1, years + 1)
+    followed = (mark.follow_up[:, None] >= end) | (mark.died_after[:, None] <= end)  # (people, years)
+    names, index = np.unique(regions, return_inverse=True)
+    people, events = np.zeros((len(names), years)), np.zeros((len(names), *counts.shape[1:]))
+    np.add.at(people, index, followed)
+    np.add.at(events, index, counts * followed[..., None])
+    g, y, m = np.meshgrid(np.arange(len(names)), np.arange(years), np.arange(counts.shape[-1]), indexing="ij")
+    table = pl.DataFrame({"region": names[g.ravel()], "measure": np.array(planning_measures(outcomes))[m.ravel()],
+                          "year": y.ravel() + 1, "followed": people[g, y].ravel().astype(np.int64),
+                          "observed_events": events.ravel().astype(np.int64)})
+    return table.with_columns(pl.when(pl.col("followed") > 0).then(pl.col(c)).otherwise(None)
+                              for c in ("followed", "observed_events"))
+
+
+def _recorded_counts(timelines, mark: Landmark, outcomes: list[Outcome], years: int, chunk: int) -> np.ndarray:
+    """(people, years, measures) each person's recorded events in each year after the landmark;
+    the people's tokens are read in chunks, so memory stays bounded."""
+    measures, names = planning_measures(outcomes), [o.name for o in outcomes]
+    lookup = outcome_lookup(outcomes, int(timelines.tokens.max(initial=0)) + 1)
+    measure_of = np.full(len(outcomes) + 1, -1)  # each outcome's recurrent measure; the last entry: no outcome
+    for m, measure in enumerate(measures[:-1]):
+        measure_of[names.index(MEASURES[measure])] = m
+    counts = np.zeros((len(mark.people), years, len(measures)))
+    for lo in range(0, len(mark.people), chunk):
+        owner, index = timelines.rows_of(mark.people[lo:lo + chunk])
+        since = timelines.ages[index] - mark.age[lo:lo + chunk][owner]
+        m = measure_of[lookup[timelines.tokens[index]]]
+        hit = (m >= 0) & (since >= 0) & (since < years)
+        np.add.at(counts, (lo + owner[hit], since[hit].astype(int), m[hit]), 1.0)
+    row, outcome = np.nonzero(_diagnoses(outcomes) & ~mark.had_before & (mark.first_after < years))
+    np.add.at(counts, (row, mark.first_after[row, outcome].astype(int), len(measures) - 1), 1.0)
     return counts
 
 

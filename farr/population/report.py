@@ -204,10 +204,18 @@ def _planning(report: Report, planning: pl.DataFrame, cfg: dict) -> None:
     report.figure(region_figure(planning), "regions", "Projected events per year by region (90% intervals)")
     last = planning["year"].max()
     rows = planning.filter(pl.col("year").is_in([1, last])).sort("measure", "region", "year")
-    report.table(["measure", "region", "year", "projected", "90% interval"],
+    recorded = "observed_scaled" in planning.columns and planning["observed_scaled"].is_not_null().any()
+    if recorded:
+        report.text("Where the data reach past the landmark, *recorded* counts the same events as recorded among "
+                    "the people followed through that year (or to their death), scaled to the region's people.")
+    report.table(["measure", "region", "year", "projected", "90% interval"] + ["recorded"] * recorded,
                  [[r["measure"], r["region"], r["year"], r["projected"] if r["projected"] is not None else "suppressed",
                    "" if r["lower"] is None else f"{r['lower']:,.0f}–{r['upper']:,.0f}"]
-                  for r in rows.iter_rows(named=True)])
+                  + [_or_dash(r["observed_scaled"])] * recorded for r in rows.iter_rows(named=True)])
+
+
+def _or_dash(value) -> str:
+    return "–" if value is None else f"{value:,.0f}"
 
 
 def _validation(report: Report, validation: dict, rates: pl.DataFrame) -> None:

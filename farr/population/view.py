@@ -36,7 +36,7 @@ from farr.population.disclosure import release_inequality, release_planning, rel
 from farr.population.groups import GROUPINGS, group_index, group_labels
 from farr.population.inequality import IMD_ORDER, imd_positions, slope_indices
 from farr.population.oracle import PERSON_DRAWS, draws_for, oracle_group_rates
-from farr.population.planning import project, rollouts
+from farr.population.planning import project, recorded, rollouts
 from farr.population.rates import (PER_100K, REPLICATES, GroupTotals, bootstrap_totals, cell_table, group_sums,
                                    ratio_interval)
 
@@ -229,8 +229,10 @@ def sampled_futures(model, timelines, mark, outcomes, groups, at_risk, risk, dra
     horizons = list(cfg.horizons)
     sample, futures = drawn or rollouts(model, timelines, mark, outcomes, horizons, draws=cfg.samples,
                                         people=cfg.planning_people, seed=cfg.seed)
-    planning = project(futures, sample, mark, outcomes, groups.get("region", groups["all"]),
-                       years=int(np.ceil(max(horizons))), draws=cfg.samples, replicates=cfg.replicates, seed=cfg.seed)
+    regions, years = groups.get("region", groups["all"]), int(np.ceil(max(horizons)))
+    planning = project(futures, sample, mark, outcomes, regions, years=years, draws=cfg.samples,
+                       replicates=cfg.replicates, seed=cfg.seed).join(
+        recorded(timelines, mark, outcomes, regions, years), on=["region", "measure", "year"], how="left")
     if cfg.risks != "analytic":
         return planning, None
     sampled = np.where(at_risk[sample, :, None], futures.exposed.mean(axis=1), 0.0)
