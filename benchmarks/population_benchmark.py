@@ -101,7 +101,8 @@ def view_at(model_dir: Path, dataset: Path, cfg: PopulationConfig, out: Path) ->
 def print_planning_check(planning) -> None:
     """Each measure's projected events over those recorded (scaled to everyone), all regions, by year."""
     check = (planning.filter(pl.col("observed_scaled").is_not_null() & pl.col("projected").is_not_null())
-             .group_by("measure", "year").agg((pl.col("projected").sum() / pl.col("observed_scaled").sum()).alias("ratio"))
+             .group_by("measure", "year")
+             .agg((pl.col("projected").sum() / pl.col("observed_scaled").sum()).alias("ratio"))
              .sort("measure", "year"))
     for (measure,), rows in check.group_by("measure", maintain_order=True):
         print(f"planning {measure}: projected / recorded by year " + " ".join(

@@ -12,7 +12,8 @@ from hypothesis import strategies as st
 import farr.model.train
 from farr.model.card import read_card
 from farr.model.data import (NO_EVENT_ID, PAD_ID, PREFIX, RECALL_SHARE, WIDTH_STEP, TrainingBatches, _targets,
-                             _window_targets, born, landmark_histories, predictable, registration_marked, window, with_earlier_queries)
+                             _window_targets, born, landmark_histories, predictable, registration_marked, window,
+                             with_earlier_queries)
 from farr.model.gpt import IGNORE, MIN_YEARS, GPTConfig, TimeEncoding, TimelineGPT
 from farr.model.sampling import _Context, sample_events
 from farr.model.tokenizer import Tokenizer

@@ -481,8 +481,9 @@ def test_recorded_planning_events_are_each_persons_events_counted_one_at_a_time(
             if not (mark.follow_up[i] >= year + 1 or mark.died_after[i] <= year + 1):
                 continue
             inside = (since >= year) & (since < year + 1)
-            for measure, count in (("emergency_admissions", (which[inside] == names.index("unplanned_admission")).sum()),
-                                   ("ae_attendances", (which[inside] == names.index("ae_attendance")).sum()),
+            kinds = which[inside]
+            for measure, count in (("emergency_admissions", (kinds == names.index("unplanned_admission")).sum()),
+                                   ("ae_attendances", (kinds == names.index("ae_attendance")).sum()),
                                    ("new_diagnoses", sum(year <= first < year + 1 for first in firsts))):
                 key = (regions[i], measure, year + 1)
                 people, events = expected.get(key, (0, 0))

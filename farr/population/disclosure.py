@@ -89,8 +89,8 @@ def release_planning(table: pl.DataFrame, profile: str) -> tuple[pl.DataFrame, d
     safe = safe.with_columns(pl.when(_released(projected)).then(pl.col(c)).otherwise(None).alias(c)
                              for c in ("lower", "upper"))
     if "followed" in safe.columns:
-        safe = safe.with_columns(pl.when(_released(["followed", "observed_events", "people"]) & (pl.col("followed") > 0))
-                                 .then(pl.col("observed_events") / pl.col("followed") * pl.col("people"))
-                                 .otherwise(None).alias("observed_scaled"))
+        recorded = _released(["followed", "observed_events", "people"]) & (pl.col("followed") > 0)
+        scaled = pl.col("observed_events") / pl.col("followed") * pl.col("people")
+        safe = safe.with_columns(pl.when(recorded).then(scaled).otherwise(None).alias("observed_scaled"))
     return safe.with_columns(_rounded([c for c in ("projected", "lower", "upper", "observed_scaled")
                                        if c in safe.columns])), result.summary()
