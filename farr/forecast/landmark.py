@@ -136,5 +136,10 @@ def labels(mark: Landmark, outcomes: list[Outcome], horizon: float) -> tuple[np.
     would inflate the observed risk."""
     recurrent = np.array([o.recurrent for o in outcomes])
     event = mark.first_after <= horizon
-    complete = (mark.follow_up >= horizon) | (mark.died_after <= horizon)
-    return event, (recurrent | ~mark.had_before) & complete[:, None]
+    return event, (recurrent | ~mark.had_before) & followed(mark, horizon)[:, None]
+
+
+def followed(mark: Landmark, horizons: float | np.ndarray) -> np.ndarray:
+    """(n,) or, for an array of horizons, (n, horizons): whether each person's record reaches the
+    horizon, or their death comes first (no event can follow it)."""
+    return np.greater_equal.outer(mark.follow_up, horizons) | np.less_equal.outer(mark.died_after, horizons)

@@ -60,10 +60,10 @@ def release_rates(table: pl.DataFrame, profile: str) -> tuple[pl.DataFrame, dict
         "expected_cases", "model_cases_followed")])), result.summary()
 
 
-def _per_followed(name: str, cases: str) -> pl.Expr:
-    """Cases per 100,000 people followed, from the released counts only."""
+def _per_followed(name: str, cases: str, per: pl.Expr | float = PER_100K) -> pl.Expr:
+    """Cases per `per` people (default 100,000) from those followed, from the released counts only."""
     return (pl.when(_released(["followed", cases]) & (pl.col("followed") > 0))
-            .then(pl.col(cases) / pl.col("followed") * PER_100K).otherwise(None).alias(name))
+            .then(pl.col(cases) / pl.col("followed") * per).otherwise(None).alias(name))
 
 
 def release_inequality(table: pl.DataFrame, rates: pl.DataFrame) -> pl.DataFrame:
@@ -88,9 +88,7 @@ def release_planning(table: pl.DataFrame, profile: str) -> tuple[pl.DataFrame, d
     safe = result.table.with_columns(_status(table, result.findings, projected))
     safe = safe.with_columns(pl.when(_released(projected)).then(pl.col(c)).otherwise(None).alias(c)
                              for c in ("lower", "upper"))
-    if "followed" in safe.columns:
-        recorded = _released(["followed", "observed_events", "people"]) & (pl.col("followed") > 0)
-        scaled = pl.col("observed_events") / pl.col("followed") * pl.col("people")
-        safe = safe.with_columns(pl.when(recorded).then(scaled).otherwise(None).alias("observed_scaled"))
+    if "followed" in safe.columns:  # the people's count is null where suppressed, and so is the product
+        safe = safe.with_columns(_per_followed("observed_scaled", "observed_events", pl.col("people")))
     return safe.with_columns(_rounded([c for c in ("projected", "lower", "upper", "observed_scaled")
                                        if c in safe.columns])), result.summary()

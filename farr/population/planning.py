@@ -18,8 +18,9 @@ import numpy as np
 import polars as pl
 
 from farr.forecast.generate import Futures, death_tokens, sample_futures
-from farr.forecast.landmark import Landmark, Outcome, outcome_lookup
-from farr.population.rates import INTERVAL, bootstrap_totals
+from farr.forecast.landmark import Landmark, Outcome, followed, outcome_lookup
+from farr.population.groups import group_index
+from farr.population.rates import INTERVAL, bootstrap_totals, group_sums
 
 MEASURES = {"emergency_admissions": "unplanned_admission", "ae_attendances": "ae_attendance"}
 NEW_DIAGNOSES = "new_diagnoses"
@@ -47,12 +48,10 @@ def yearly_counts(futures: Futures, mark: Landmark, outcomes: list[Outcome], yea
     of each person of `mark`."""
     which = outcome_lookup(outcomes, int(futures.token.max(initial=0)) + 1)[futures.token]
     year = np.minimum((futures.age - mark.age[futures.row]).astype(int), years - 1)
-    measures = planning_measures(outcomes)
-    counts = np.zeros((len(mark.people), years, len(measures)))
-    names = [o.name for o in outcomes]
-    for m, measure in enumerate(measures[:-1]):
-        hit = which == names.index(MEASURES[measure])
-        np.add.at(counts, (futures.row[hit], year[hit], m), 1.0)
+    counts = np.zeros((len(mark.people), years, len(planning_measures(outcomes))))
+    m = _measure_of(outcomes)[which]
+    hit = m >= 0
+    np.add.at(counts, (futures.row[hit], year[hit], m[hit]), 1.0)
     counts[..., -1] = _new_diagnoses(futures, which, year, mark, outcomes, years, draws)
     return counts.reshape(len(mark.people), -1) / draws
 
@@ -72,6 +71,15 @@ def _new_diagnoses(futures, which, year, mark: Landmark, outcomes, years: int, d
     return counts
 
 
+def _measure_of(outcomes: list[Outcome]) -> np.ndarray:
+    """(outcomes + 1,) each outcome's place among the counted measures (`planning_measures`), or
+    -1; the last entry, -1, is where an outcome lookup's "none" (-1) lands."""
+    measure_of, names = np.full(len(outcomes) + 1, -1), [o.name for o in outcomes]
+    for m, measure in enumerate(planning_measures(outcomes)[:-1]):
+        measure_of[names.index(MEASURES[measure])] = m
+    return measure_of
+
+
 def _diagnoses(outcomes: list[Outcome]) -> np.ndarray:
     """(outcomes,) bool: the conditions whose first record is a new diagnosis."""
     return np.array([not o.recurrent and o.name != "death" for o in outcomes])
@@ -83,16 +91,14 @@ def recorded(timelines, mark: Landmark, outcomes: list[Outcome], regions: np.nda
     their death; null where none) and `observed_events` (the events recorded among them in it,
     counted as `yearly_counts` counts futures')."""
     counts = _recorded_counts(timelines, mark, outcomes, years, chunk)
-    end = np.arange(1, years + 1)
-    followed = (mark.follow_up[:, None] >= end) | (mark.died_after[:, None] <= end)  # (people, years)
-    names, index = np.unique(regions, return_inverse=True)
-    people, events = np.zeros((len(names), years)), np.zeros((len(names), *counts.shape[1:]))
-    np.add.at(people, index, followed)
-    np.add.at(events, index, counts * followed[..., None])
+    through = followed(mark, np.arange(1, years + 1)).astype(float)  # (people, years)
+    names, index = group_index(regions)
+    people = group_sums(index, len(names), through)
+    events = group_sums(index, len(names), (counts * through[..., None]).reshape(len(counts), -1))
     g, y, m = np.meshgrid(np.arange(len(names)), np.arange(years), np.arange(counts.shape[-1]), indexing="ij")
     table = pl.DataFrame({"region": names[g.ravel()], "measure": np.array(planning_measures(outcomes))[m.ravel()],
                           "year": y.ravel() + 1, "followed": people[g, y].ravel().astype(np.int64),
-                          "observed_events": events.ravel().astype(np.int64)})
+                          "observed_events": events.reshape(g.shape).ravel().astype(np.int64)})
     return table.with_columns(pl.when(pl.col("followed") > 0).then(pl.col(c)).otherwise(None)
                               for c in ("followed", "observed_events"))
 
@@ -100,12 +106,9 @@ def recorded(timelines, mark: Landmark, outcomes: list[Outcome], regions: np.nda
 def _recorded_counts(timelines, mark: Landmark, outcomes: list[Outcome], years: int, chunk: int) -> np.ndarray:
     """(people, years, measures) each person's recorded events in each year after the landmark;
     the people's tokens are read in chunks, so memory stays bounded."""
-    measures, names = planning_measures(outcomes), [o.name for o in outcomes]
     lookup = outcome_lookup(outcomes, int(timelines.tokens.max(initial=0)) + 1)
-    measure_of = np.full(len(outcomes) + 1, -1)  # each outcome's recurrent measure; the last entry: no outcome
-    for m, measure in enumerate(measures[:-1]):
-        measure_of[names.index(MEASURES[measure])] = m
-    counts = np.zeros((len(mark.people), years, len(measures)))
+    measure_of, new_diagnoses = _measure_of(outcomes), len(planning_measures(outcomes)) - 1
+    counts = np.zeros((len(mark.people), years, new_diagnoses + 1))
     for lo in range(0, len(mark.people), chunk):
         owner, index = timelines.rows_of(mark.people[lo:lo + chunk])
         since = timelines.ages[index] - mark.age[lo:lo + chunk][owner]
@@ -113,7 +116,7 @@ def _recorded_counts(timelines, mark: Landmark, outcomes: list[Outcome], years: 
         hit = (m >= 0) & (since >= 0) & (since < years)
         np.add.at(counts, (lo + owner[hit], since[hit].astype(int), m[hit]), 1.0)
     row, outcome = np.nonzero(_diagnoses(outcomes) & ~mark.had_before & (mark.first_after < years))
-    np.add.at(counts, (row, mark.first_after[row, outcome].astype(int), len(measures) - 1), 1.0)
+    np.add.at(counts, (row, mark.first_after[row, outcome].astype(int), new_diagnoses), 1.0)
     return counts
 
 
