@@ -89,8 +89,9 @@ def view_at(model_dir: Path, dataset: Path, cfg: PopulationConfig, out: Path) ->
     print("seconds per phase:", json.dumps(result["seconds"]))
     if people < TARGET_PEOPLE:
         forecast = result["seconds"]["per-person risks"]
-        print(f"extrapolated to {TARGET_PEOPLE:,} people (linear in people; backtest cohorts are capped at "
-              f"{cfg.backtest_people:,} and planning rollouts are a fixed subsample): forecast "
+        print(f"extrapolated to {TARGET_PEOPLE:,} people (linear in people; the backtests' people who cost a "
+              f"forecast of their own are capped at {cfg.backtest_people:,} a cohort and planning rollouts are a "
+              f"fixed subsample): forecast "
               f"{forecast / people * TARGET_PEOPLE:.0f} s (target for the whole view < {TARGET_SECONDS} s)")
     print(f"validation against the oracle at {cfg.at}:", json.dumps(result.get("validation"), indent=1), flush=True)
     if "planning" in result:
@@ -111,15 +112,14 @@ def print_planning_check(planning) -> None:
 
 def projected_seconds(seconds: dict[str, float], people: int, cfg: PopulationConfig, aggregation: float) -> float:
     """The whole view's time at TARGET_PEOPLE from one view's phases: the cohort and its forecast
-    grow with the people (an overestimate: the forecast reads the capped backtest cohorts too);
-    the backtest's tables with its cohort (about the landmark's) up to the cap; the oracle with
-    people x draws up to its total; the planning futures are a fixed subsample; the aggregation
-    (group totals, disclosure control) is `aggregation`, measured at that size."""
+    grow with the people (an overestimate: the backtests' people who cost a forecast of their own
+    are capped), and so do the backtest's tables (its cohorts are about the landmark's); the
+    oracle with people x draws up to its total; the planning futures are a fixed subsample; the
+    aggregation (group totals, disclosure control) is `aggregation`, measured at that size."""
     grown = TARGET_PEOPLE / people
-    backtest = min(TARGET_PEOPLE, cfg.backtest_people) / min(people, cfg.backtest_people)
     oracle = (TARGET_PEOPLE * draws_for(TARGET_PEOPLE, cfg.oracle_draws)) / (people * draws_for(people, cfg.oracle_draws))
-    return (grown * (seconds["landmark cohort"] + seconds["per-person risks"]) + seconds["sampled futures"]
-            + backtest * seconds["backtest corrections"] + oracle * seconds["oracle"] + aggregation)
+    grows = seconds["landmark cohort"] + seconds["per-person risks"] + seconds["backtest corrections"]
+    return grown * grows + seconds["sampled futures"] + oracle * seconds["oracle"] + aggregation
 
 
 def aggregation_at_scale(people: int = TARGET_PEOPLE, outcomes: int = 20, horizons: int = 2, seed: int = 0) -> float:

@@ -297,8 +297,9 @@ def population_command(
     sdc: str = typer.Option("opensafely", "--sdc", help="Disclosure control profile: opensafely or minimum10."),
     backtest: bool = typer.Option(True, "--backtest/--no-backtest",
                                   help="Correct rates and widen intervals by the model's error one horizon earlier."),
-    backtest_people: int = typer.Option(100_000, "--backtest-people",
-                                        help="At most this many people (a random subsample) in each backtest cohort."),
+    backtest_people: int = typer.Option(30_000, "--backtest-people",
+                                        help="In each backtest cohort, at most this many of the people who "
+                                        "cost a forecast of their own (a random subsample, weighted up)."),
     bf16: bool = BF16,
     seed: int = typer.Option(0, "--seed"),
 ) -> None:

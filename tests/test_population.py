@@ -11,8 +11,9 @@ from typer.testing import CliRunner
 
 from farr.cli import app
 from farr.events.io import read_outcomes
-from farr.forecast.landmark import landmark, landmark_ages, outcome_lookup, outcomes_for, timelines_for
+from farr.forecast.landmark import labels, landmark, landmark_ages, outcome_lookup, outcomes_for, timelines_for
 from farr.forecast.predict import forecast
+from farr.forecast.risk import _Requests, rides_along
 from farr.model.train import TrainConfig, load_model, train
 from farr.population import oracle as oracle_module
 from farr.population import view as view_module
@@ -23,8 +24,8 @@ from farr.population.groups import AGE_BANDS, GROUPINGS, age_band, parse_groupin
 from farr.population.inequality import ridits, slope_indices
 from farr.population.oracle import MIN_DRAWS, draws_for
 from farr.population.rates import bootstrap_totals
-from farr.population.view import (PHASES, PopulationConfig, _backtest_cohort, check_horizons, landmark_cohort,
-                                  population_view)
+from farr.population.view import (PHASES, PopulationConfig, _backtest_cohort, backtest_queries, backtest_sample,
+                                  check_horizons, landmark_cohort, population_view)
 from farr.simulate.simulator import simulate_dataset
 
 runner = CliRunner()
@@ -356,19 +357,65 @@ def test_the_view_times_each_phase(view):
     assert all(seconds >= 0 for seconds in view["seconds"].values())
 
 
-def test_a_backtest_cohort_is_a_seeded_random_subsample_of_the_landmark_cohort(small):
+@given(st.lists(st.booleans(), min_size=1, max_size=300), st.integers(1, 100), st.integers(0, 3))
+def test_a_backtest_sample_keeps_who_rides_along_and_weights_up_a_draw_of_the_rest(rides, cap, seed):
+    rides = np.array(rides)
+    rows, weight = backtest_sample(rides, cap, seed)
+    alone = (~rides).sum()
+    assert np.all(np.diff(rows) > 0) and np.isin(np.flatnonzero(rides), rows).all()
+    assert (~rides[rows]).sum() == min(cap, alone)
+    assert weight[rides[rows]] == pytest.approx(1.0)
+    assert weight.sum() == pytest.approx(len(rides))  # the weighted sample counts everyone
+    again, _ = backtest_sample(rides, cap, seed)
+    assert np.array_equal(rows, again)
+
+
+@pytest.fixture(scope="module")
+def small_read(small):
+    """(model, timelines, outcomes) of `small`."""
     model, dataset = small
-    _, tokenizer = load_model(model)
-    timelines = timelines_for(tokenizer, dataset)
-    outcomes = outcomes_for(tokenizer, read_outcomes(dataset))
+    net, tokenizer = load_model(model)
+    return net, timelines_for(tokenizer, dataset), outcomes_for(tokenizer, read_outcomes(dataset))
+
+
+def test_a_backtest_draws_only_among_people_who_cannot_ride_along(small_read):
+    net, timelines, outcomes = small_read
+    mark = landmark(timelines, landmark_ages(timelines, "2019-01-01"), outcomes)
     ages = landmark_ages(timelines, "2017-01-01")
     whole = landmark(timelines, ages, outcomes)
-    cfg = PopulationConfig(backtest_people=len(whole.people) // 3)
-    cut = _backtest_cohort(timelines, ages, outcomes, cfg)
-    assert len(cut.people) == len(whole.people) // 3 and np.isin(cut.people, whole.people).all()
-    assert np.array_equal(cut.people, _backtest_cohort(timelines, ages, outcomes, cfg).people)
-    assert not np.array_equal(cut.people, whole.people[:len(cut.people)])  # random, not the first ones
-    assert len(_backtest_cohort(timelines, ages, outcomes, PopulationConfig()).people) == len(whole.people)
+    rides = rides_along(timelines, mark, net.cfg.block_size, backtest_queries([1.0, 5.0]))
+    assert 0 < rides[whole.people].sum() < len(whole.people)
+    cut, weight = _backtest_cohort(timelines, ages, outcomes, PopulationConfig(backtest_people=3), rides)
+    assert (~rides[cut.people]).sum() == 3 and np.isin(cut.people, whole.people).all()
+    assert weight.sum() == pytest.approx(len(whole.people))
+    # whoever rides along is read in the view's own pass, after their history there
+    requests = _Requests([(mark, 4), (cut, 4)])
+    anchors, chains, _ = requests.nested(timelines, np.arange(len(requests.person)), net.cfg.block_size)
+    assert set(requests.person[chains]) >= set(cut.people[rides[cut.people]])
+
+
+def test_a_weighted_backtest_sums_weighted_cases_and_their_design_effect(small_read):
+    _, timelines, outcomes = small_read
+    mark = landmark(timelines, landmark_ages(timelines, "2015-01-01"), outcomes)
+    groups = {"all": np.full(len(mark.people), "all")}
+    risk = np.full((len(mark.people), len(outcomes), 1), 0.1)
+    weight = np.where(np.arange(len(mark.people)) % 2, 3.0, 1.0)
+    plain, weighted = (view_module.observed_table(groups, mark, outcomes, [5.0], risk, w) for w in (None, weight))
+    event, usable = labels(mark, outcomes, 5.0)
+    cases = (event & usable) * weight[:, None]
+    assert weighted["observed_cases"].to_list() == pytest.approx(cases.sum(axis=0).tolist())
+    assert weighted["model_cases_followed"].to_list() == pytest.approx((0.1 * usable * weight[:, None]).sum(axis=0))
+    had = cases.sum(axis=0) > 0
+    assert weighted["design_effect"].to_numpy()[had] == pytest.approx((cases * weight[:, None]).sum(axis=0)[had]
+                                                                      / cases.sum(axis=0)[had])
+    assert "design_effect" not in plain.columns and plain["observed_cases"].dtype == pl.Int64
+
+
+def test_a_design_effect_widens_the_poisson_variance_it_multiplies():
+    table = _backtest([200, 100], [100.0, 100.0])
+    weighted = table.with_columns(pl.Series("design_effect", [2.0, 3.0, None]))
+    plain, heavier = (evidence(t).sort("group")["v"].to_numpy() for t in (table, weighted))
+    assert heavier == pytest.approx(plain * np.array([2.0, 3.0, 2.0]))  # a group without cases takes everyone's
 
 
 @pytest.mark.parametrize("people, asked, drawn", [(66_000, 100, 100), (200_000, 100, 50), (1_000_000, 100, 10),

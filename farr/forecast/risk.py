@@ -67,6 +67,15 @@ def cohort_rates(model: TimelineGPT, timelines: Timelines, cohorts: list[tuple[L
     return out
 
 
+def rides_along(timelines: Timelines, mark: Landmark, block: int, queries: int) -> np.ndarray:
+    """(len(timelines),) bool: the people of `mark` whose history there leaves room in the block for
+    `queries` more query tokens, so that `cohort_rates` reads their earlier landmarks (whose
+    histories are the start of this one) in the same pass, at the cost of those queries alone."""
+    rides = np.zeros(len(timelines), bool)
+    rides[mark.people] = history_lengths(timelines, mark.people, mark.age) + queries <= block
+    return rides
+
+
 class _Requests:
     """Every cohort's people as one table of requests: cohort, row in it, person, landmark age and
     queries (1 + years_after)."""

@@ -15,7 +15,8 @@ from farr.reporting import Report
 
 PANEL_COLUMNS = 4
 _BACKTEST = {True: "Backtest: the same forecast made one horizon before the landmark was checked against what "
-                   "then happened (for at most {backtest_people:,} people, a random subsample); each rate is "
+                   "then happened (for everyone then whose earlier history the view's own forward pass could read, "
+                   "and at most {backtest_people:,} of the others, a random subsample weighted up); each rate is "
                    "corrected by its group's observed/expected ratio then (shrunk "
                    "towards its outcome's overall ratio as far as that group's numbers are noisy), and both "
                    "intervals are widened by the model error the backtest found, and by how far that error "

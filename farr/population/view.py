@@ -26,7 +26,7 @@ from farr.events.io import read_outcomes
 from farr.forecast.landmark import (Landmark, landmark, landmark_ages, labels, outcomes_for, registered,
                                     timelines_for)
 from farr.forecast.generate import first_occurrence_risk
-from farr.forecast.risk import analytic_risk, cohort_rates, inference_model, not_at_risk, years_read
+from farr.forecast.risk import analytic_risk, cohort_rates, inference_model, not_at_risk, rides_along, years_read
 from farr.model.card import data_window, read_card
 from farr.model.train import load_model
 from farr.privacy.sdc import resolve_profile
@@ -60,7 +60,8 @@ class PopulationConfig:
     oracle_draws: int = 100  # the yardstick's own error: 1/sqrt(cases × draws), 2% for 20 cases a group
     # (fewer draws in a cohort over 100,000 people, whose groups are larger: `oracle.draws_for`)
     backtest: bool = True  # correct rates and widen intervals by the model's error one horizon earlier
-    backtest_people: int = 100_000  # at most this many people (a random subsample) in each backtest cohort
+    backtest_people: int = 30_000  # in each backtest cohort, at most this many of the people who cost a forecast
+    # of their own (a random subsample, weighted up: `backtest_sample`)
     seed: int = 0
     bf16: bool = False
     notes: list[str] = field(default_factory=list)
@@ -137,7 +138,8 @@ def population_view(model_dir, dataset, cfg: PopulationConfig | None = None, *, 
         model, timelines, outcomes, at, mark = landmark_cohort(model_dir, dataset, cfg.at)
         model = inference_model(model, cfg.bf16)
         groups = landmark_groups(dataset, timelines, mark, cfg)
-        past = backtest_cohorts(timelines, outcomes, at, cfg) if cfg.backtest else []
+        past = backtest_cohorts(timelines, outcomes, at, cfg, rides_along(
+            timelines, mark, model.cfg.block_size, backtest_queries(cfg.horizons))) if cfg.backtest else []
         step("per-person risks")
         at_risk, risk, drawn, past_risks = landmark_risks(model, timelines, mark, outcomes, cfg,
                                                           [(c, b.horizons) for b in past for c in b.cohorts])
@@ -242,21 +244,34 @@ def sampled_futures(model, timelines, mark, outcomes, groups, at_risk, risk, dra
 @dataclass
 class Backtest:
     """The landmark cohorts backtesting `horizons`: `years` before the view's landmark, and twice
-    `years` before it where the data reach (for the drift)."""
+    `years` before it where the data reach (for the drift); each person's weight, the inverse of
+    their chance of being drawn (`backtest_sample`)."""
 
     years: float
     horizons: tuple[float, ...]
     cohorts: list[Landmark]
+    weights: list[np.ndarray]
 
 
-def backtest_cohorts(timelines, outcomes, at: str, cfg: PopulationConfig) -> list[Backtest]:
+def backtest_horizons(horizons) -> dict[float, tuple[float, ...]]:
+    """Each backtest's years back (ceil(h)) and the horizons it checks, the longest first."""
+    return {years: tuple(h for h in horizons if np.ceil(h) == years)
+            for years in sorted({float(np.ceil(h)) for h in horizons}, reverse=True)}
+
+
+def backtest_queries(horizons) -> int:
+    """The query tokens a person in the view's cohort and in both cohorts of every backtest carries."""
+    return 1 + years_read(horizons) + 2 * sum(1 + years_read(h) for h in backtest_horizons(horizons).values())
+
+
+def backtest_cohorts(timelines, outcomes, at: str, cfg: PopulationConfig, rides: np.ndarray) -> list[Backtest]:
     """For each horizon h, the latest landmark whose h-year follow-up is complete (ceil(h) years
-    before `at`) and a second one as far back again; none (with a note) where nobody was
-    registered then. The longest horizons first."""
+    before `at`) and a second one as far back again (`backtest_sample` of each, `rides` saying who
+    rides along the view's own reading); none (with a note) where nobody was registered then."""
     ages, found = landmark_ages(timelines, at), []
-    for years in sorted({float(np.ceil(h)) for h in cfg.horizons}, reverse=True):
-        horizons = tuple(h for h in cfg.horizons if np.ceil(h) == years)
-        cohorts = [_backtest_cohort(timelines, ages - back, outcomes, cfg) for back in (years, 2 * years)]
+    for years, horizons in backtest_horizons(cfg.horizons).items():
+        cohorts, weights = zip(*(_backtest_cohort(timelines, ages - back, outcomes, cfg, rides)
+                                 for back in (years, 2 * years)))
         if not len(cohorts[0].people):
             cfg.notes.append(f"no backtest of the {_years(horizons)} horizon: nobody in the data was registered "
                              f"{years:g} years before the landmark; its rates are the model's own and its intervals "
@@ -266,7 +281,8 @@ def backtest_cohorts(timelines, outcomes, at: str, cfg: PopulationConfig) -> lis
             cfg.notes.append(f"no drift estimate for the {_years(horizons)} horizon: nobody in the data was "
                              f"registered {2 * years:g} years before the landmark; its intervals assume the model "
                              f"errs as it did {years:g} years earlier")
-        found.append(Backtest(years, horizons, [c for c in cohorts if len(c.people)]))
+        kept = [k for k, c in enumerate(cohorts) if len(c.people)]
+        found.append(Backtest(years, horizons, [cohorts[k] for k in kept], [weights[k] for k in kept]))
     return found
 
 
@@ -277,7 +293,8 @@ def backtest(past: list[Backtest], risks: list[np.ndarray], factors, dataset, ti
     risks, found = iter(risks), {}
     for b in past:
         tables = [observed_table(landmark_groups(dataset, timelines, c, cfg), c, outcomes, list(b.horizons),
-                                 _scaled(next(risks), c, b.horizons, factors, cfg)) for c in b.cohorts]
+                                 _scaled(next(risks), c, b.horizons, factors, cfg), weight)
+                  for c, weight in zip(b.cohorts, b.weights)]
         _note_unrecorded(tables[0], cfg)
         found[b.years] = (tables[0], drift(*tables), tables[1]) if len(tables) == 2 else (tables[0],)
     return backtest_error(found)
@@ -308,17 +325,28 @@ def _note_unrecorded(past: pl.DataFrame, cfg: PopulationConfig) -> None:
                          "the model's own and its intervals count the typical error of the outcomes it measured")
 
 
-def _backtest_cohort(timelines, ages, outcomes, cfg: PopulationConfig):
-    """The landmark cohort at `ages`, cut to a random `backtest_people` of it. Each backtest's people
-    are read with the view's own (`cohort_rates`), so one who is in both costs only their queries;
-    the others (who died or left since, or whose history is too long for both) cost a forecast
-    each. The cap bounds those, at the price of the Poisson noise of a cohort that size in each
-    group's observed/expected correction (the error variance counts that noise)."""
+def _backtest_cohort(timelines, ages, outcomes, cfg: PopulationConfig, rides: np.ndarray
+                     ) -> tuple[Landmark, np.ndarray]:
+    """The landmark cohort at `ages`, a `backtest_sample` of it, and its people's weights."""
     people = registered(timelines, ages)
-    if len(people) > cfg.backtest_people:  # drawn before the histories are read, which costs more
-        rng = np.random.default_rng(cfg.seed)
-        people = people[np.sort(rng.choice(len(people), cfg.backtest_people, replace=False))]
-    return landmark(timelines, ages, outcomes, people)
+    rows, weight = backtest_sample(rides[people], cfg.backtest_people, cfg.seed)
+    return landmark(timelines, ages, outcomes, people[rows]), weight
+
+
+def backtest_sample(rides: np.ndarray, cap: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(rows, weights) of a backtest cohort whose people `rides` along the view's reading or not.
+    Each backtest's people are read with the view's own (`cohort_rates`), so one who is in both,
+    with room for every query, costs only their queries: all of them join. The others (who died
+    or left since, or whose history is too long to share a pass) cost a forecast each: at most
+    `cap` of them, drawn at random, each weighted by the inverse of their chance of being drawn,
+    so that the cohort's weighted cases are those of everyone (the error variance counts the
+    weights' noise: `observed_table`)."""
+    alone = np.flatnonzero(~rides)
+    if len(alone) <= cap:
+        return np.arange(len(rides)), np.ones(len(rides))
+    drawn = np.random.default_rng(seed).choice(alone, cap, replace=False)
+    rows = np.sort(np.concatenate([np.flatnonzero(rides), drawn]))
+    return rows, np.where(rides[rows], 1.0, len(alone) / cap)
 
 
 def _years(horizons: list[float]) -> str:
@@ -367,24 +395,32 @@ def rates_table(sums: dict[str, GroupTotals], outcomes: list[str], horizons: lis
     return pl.concat(parts).with_columns(pl.col(pl.Float64).fill_nan(None))
 
 
-def observed_table(groups: dict[str, np.ndarray], mark, outcomes, horizons, risk: np.ndarray) -> pl.DataFrame:
+def observed_table(groups: dict[str, np.ndarray], mark, outcomes, horizons, risk: np.ndarray,
+                   weight: np.ndarray | None = None) -> pl.DataFrame:
     """Observed cases among people followed to the horizon (or to death), and the model's expected
-    cases for the same people: where there is no follow-up, the columns are null."""
+    cases for the same people: where there is no follow-up, the columns are null. With `weight` (a
+    backtest sample's), every sum is weighted, and `design_effect` holds the cases' mean weight
+    Σw²y / Σwy (null without a case): how much more the weighted count varies than a count."""
     per_horizon = [labels(mark, outcomes, h) for h in horizons]
     followed = np.stack([usable for _, usable in per_horizon], axis=-1)  # (n, K, H)
     observed = np.stack([event & usable for event, usable in per_horizon], axis=-1)
-    values = np.concatenate([x.reshape(len(risk), -1) for x in (followed, observed, risk * followed)], axis=1)
+    sums = [followed, observed, risk * followed] + ([] if weight is None else [observed * weight[:, None, None]])
+    w = np.ones(len(risk)) if weight is None else weight
+    values = np.concatenate([x.reshape(len(risk), -1) * w[:, None] for x in sums], axis=1)
     k, h = len(outcomes), len(horizons)
+    count = (lambda x: x.astype(np.int64)) if weight is None else (lambda x: x)
     parts = []
     for grouping, lab in groups.items():
         names, index = group_index(lab)
-        total = group_sums(index, len(names), values.astype(np.float64)).reshape(len(names), 3, k, h)
-        parts.append(cell_table(grouping, names, [o.name for o in outcomes], horizons, {
-            "followed": total[:, 0].astype(np.int64), "observed_cases": total[:, 1].astype(np.int64),
-            "model_cases_followed": total[:, 2]}))
-    table = pl.concat(parts)
+        total = group_sums(index, len(names), values.astype(np.float64)).reshape(len(names), len(sums), k, h)
+        cells = {"followed": count(total[:, 0]), "observed_cases": count(total[:, 1]), "model_cases_followed": total[:, 2]}
+        if weight is not None:
+            with np.errstate(divide="ignore", invalid="ignore"):
+                cells["design_effect"] = total[:, 3] / total[:, 1]
+        parts.append(cell_table(grouping, names, [o.name for o in outcomes], horizons, cells))
+    table = pl.concat(parts).with_columns(pl.col(pl.Float64).fill_nan(None))
     return table.with_columns(*(pl.when(pl.col("followed") > 0).then(pl.col(c)).otherwise(None)
-                                for c in ("followed", "observed_cases", "model_cases_followed")))
+                                for c in table.columns if c not in KEYS))
 
 
 def inequality_table(s: GroupTotals, outcomes: list[str], horizons: list[float], factor: np.ndarray
