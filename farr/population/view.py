@@ -277,12 +277,12 @@ def backtest_cohorts(timelines, outcomes, at: str, cfg: PopulationConfig, rides:
                              f"{years:g} years before the landmark; its rates are the model's own and its intervals "
                              "leave out the model's error")
             continue
-        if not len(cohorts[1].people):
+        kept = 2 if len(cohorts[1].people) else 1
+        if kept == 1:
             cfg.notes.append(f"no drift estimate for the {_years(horizons)} horizon: nobody in the data was "
                              f"registered {2 * years:g} years before the landmark; its intervals assume the model "
                              f"errs as it did {years:g} years earlier")
-        kept = [k for k, c in enumerate(cohorts) if len(c.people)]
-        found.append(Backtest(years, horizons, [cohorts[k] for k in kept], [weights[k] for k in kept]))
+        found.append(Backtest(years, horizons, list(cohorts[:kept]), list(weights[:kept])))
     return found
 
 
@@ -405,15 +405,17 @@ def observed_table(groups: dict[str, np.ndarray], mark, outcomes, horizons, risk
     followed = np.stack([usable for _, usable in per_horizon], axis=-1)  # (n, K, H)
     observed = np.stack([event & usable for event, usable in per_horizon], axis=-1)
     sums = [followed, observed, risk * followed] + ([] if weight is None else [observed * weight[:, None, None]])
-    w = np.ones(len(risk)) if weight is None else weight
-    values = np.concatenate([x.reshape(len(risk), -1) * w[:, None] for x in sums], axis=1)
+    values = np.concatenate([x.reshape(len(risk), -1) for x in sums], axis=1).astype(np.float64)  # once, not per grouping
+    if weight is not None:
+        values *= weight[:, None]
+    whole = np.int64 if weight is None else np.float64  # a weighted count need not be whole
     k, h = len(outcomes), len(horizons)
-    count = (lambda x: x.astype(np.int64)) if weight is None else (lambda x: x)
     parts = []
     for grouping, lab in groups.items():
         names, index = group_index(lab)
-        total = group_sums(index, len(names), values.astype(np.float64)).reshape(len(names), len(sums), k, h)
-        cells = {"followed": count(total[:, 0]), "observed_cases": count(total[:, 1]), "model_cases_followed": total[:, 2]}
+        total = group_sums(index, len(names), values).reshape(len(names), len(sums), k, h)
+        cells = {"followed": total[:, 0].astype(whole), "observed_cases": total[:, 1].astype(whole),
+                 "model_cases_followed": total[:, 2]}
         if weight is not None:
             with np.errstate(divide="ignore", invalid="ignore"):
                 cells["design_effect"] = total[:, 3] / total[:, 1]
