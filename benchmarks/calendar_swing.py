@@ -8,18 +8,21 @@ have no calendar trend but the pandemic's (from March 2020), so each outcome's p
 rate should barely move; a model that ties rates to the phase of one date moves it, and a
 population forecast made at that date carries the error, which a backtest one year earlier does
 not see. Printed: each outcome's max/min of the mean rate over the shifts, and the median over
-outcomes (covid-19 left out of the median: its rise at +1 year is real).
+outcomes (covid-19 left out of the median: its rise at +1 year is real). With --smoothed, each
+shift's rates are the mean over `calibration.calendar_shifts` around it, as `farr population`
+reads them.
+
+    .venv/bin/python benchmarks/calendar_swing.py MODEL DATASET --at 2019-01-01 --smoothed
 """
 
 from __future__ import annotations
 
 import argparse
-from dataclasses import replace
 
 import numpy as np
 
 from farr.forecast.risk import outcome_rates
-from farr.model.tokenizer import DAYS_PER_YEAR
+from farr.population.calibration import calendar_shifts
 from farr.population.view import landmark_cohort
 
 SHIFTS = np.arange(-1.0, 1.01, 0.25)  # years
@@ -32,12 +35,14 @@ def main() -> None:
     parser.add_argument("--at", default="2019-01-01")
     parser.add_argument("--people", type=int, default=3000)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--smoothed", action="store_true", help="Average each shift's rates as farr population does.")
     args = parser.parse_args()
     model, timelines, outcomes, _, mark = landmark_cohort(args.model, args.dataset, args.at)
     rng = np.random.default_rng(args.seed)
     mark = mark.subset(np.sort(rng.choice(len(mark.people), min(args.people, len(mark.people)), replace=False)))
-    means = np.array([outcome_rates(model, replace(timelines, birth_day=timelines.birth_day + shift * DAYS_PER_YEAR),
-                                    mark, outcomes)[:, :, 0].mean(axis=0) for shift in SHIFTS])
+    around = calendar_shifts(model.cfg.calendar_period) if args.smoothed else [0.0]
+    means = np.array([np.mean([outcome_rates(model, timelines.calendar_moved(shift + offset), mark, outcomes)[:, :, 0]
+                               .mean(axis=0) for offset in around], axis=0) for shift in SHIFTS])
     swing = means.max(axis=0) / means.min(axis=0)
     print(f"{len(mark.people):,} people at {args.at}; mean rate relative to the unshifted one at shifts "
           + " ".join(f"{s:+.2f}" for s in SHIFTS) + " years")

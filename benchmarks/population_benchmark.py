@@ -56,6 +56,7 @@ def main() -> None:
     parser.add_argument("--model", type=Path, help="A trained model to use instead of training one.")
     parser.add_argument("--seed", type=int, default=2)
     parser.add_argument("--backtest-people", type=int, default=PopulationConfig.backtest_people)
+    parser.add_argument("--calendar-people", type=int, default=PopulationConfig.calendar_people)
     parser.add_argument("--bf16", action="store_true", help="bfloat16 matrix products in the forecasts.")
     args = parser.parse_args()
     dataset, model_dir = args.work / "population", args.model or args.work / "model"
@@ -65,7 +66,8 @@ def main() -> None:
               progress=False)
     logging.basicConfig(level=logging.INFO, format="%(message)s")  # each phase's time as it ends
     views = [view_at(model_dir, dataset, PopulationConfig(at=at, samples=args.samples, bf16=args.bf16,
-                                                          backtest_people=args.backtest_people),
+                                                          backtest_people=args.backtest_people,
+                                                          calendar_people=args.calendar_people),
                      args.work / f"view-{at}") for at in args.at.split(",")]
     if max(people for _, people, _ in views) < TARGET_PEOPLE:
         aggregation = aggregation_at_scale()
@@ -90,8 +92,8 @@ def view_at(model_dir: Path, dataset: Path, cfg: PopulationConfig, out: Path) ->
     if people < TARGET_PEOPLE:
         forecast = result["seconds"]["per-person risks"]
         print(f"extrapolated to {TARGET_PEOPLE:,} people (linear in people; the backtests' people who cost a "
-              f"forecast of their own are capped at {cfg.backtest_people:,} a cohort and planning rollouts are a "
-              f"fixed subsample): forecast "
+              f"forecast of their own are capped at {cfg.backtest_people:,} a cohort; planning rollouts and calendar "
+              f"smoothing read fixed subsamples): forecast "
               f"{forecast / people * TARGET_PEOPLE:.0f} s (target for the whole view < {TARGET_SECONDS} s)")
     print(f"validation against the oracle at {cfg.at}:", json.dumps(result.get("validation"), indent=1), flush=True)
     if "planning" in result:
@@ -114,12 +116,14 @@ def projected_seconds(seconds: dict[str, float], people: int, cfg: PopulationCon
     """The whole view's time at TARGET_PEOPLE from one view's phases: the cohort and its forecast
     grow with the people (an overestimate: the backtests' people who cost a forecast of their own
     are capped), and so do the backtest's tables (its cohorts are about the landmark's); the
-    oracle with people x draws up to its total; the planning futures are a fixed subsample; the
-    aggregation (group totals, disclosure control) is `aggregation`, measured at that size."""
+    oracle with people x draws up to its total; the planning futures and the calendar smoothing
+    read fixed subsamples; the aggregation (group totals, disclosure control) is `aggregation`,
+    measured at that size."""
     grown = TARGET_PEOPLE / people
     oracle = (TARGET_PEOPLE * draws_for(TARGET_PEOPLE, cfg.oracle_draws)) / (people * draws_for(people, cfg.oracle_draws))
     grows = seconds["landmark cohort"] + seconds["per-person risks"] + seconds["backtest corrections"]
-    return grown * grows + seconds["sampled futures"] + oracle * seconds["oracle"] + aggregation
+    fixed = seconds["sampled futures"] + seconds["calendar smoothing"]
+    return grown * grows + fixed + oracle * seconds["oracle"] + aggregation
 
 
 def aggregation_at_scale(people: int = TARGET_PEOPLE, outcomes: int = 20, horizons: int = 2, seed: int = 0) -> float:

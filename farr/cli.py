@@ -295,6 +295,10 @@ def population_command(
                                 "projections and to scale the analytic risks (0: neither)."),
     risks: str = typer.Option("analytic", "--risks", help="analytic, or rollout: from --samples sampled futures."),
     sdc: str = typer.Option("opensafely", "--sdc", help="Disclosure control profile: opensafely or minimum10."),
+    calendar_people: int = typer.Option(4_000, "--calendar-people",
+                                        help="People of each cohort read with calendar time moved across one "
+                                        "period of the model's calendar encoding, to smooth its rates over "
+                                        "the date's phase (0: no smoothing)."),
     backtest: bool = typer.Option(True, "--backtest/--no-backtest",
                                   help="Correct rates and widen intervals by the model's error one horizon earlier."),
     backtest_people: int = typer.Option(30_000, "--backtest-people",
@@ -310,7 +314,7 @@ def population_command(
     from farr.population.view import PopulationConfig, population_view, save
 
     cfg = PopulationConfig(groupings=tuple(parse_groupings(by)), horizons=tuple(parse_horizons(horizon)), at=at,
-                           samples=samples, risks=risks, sdc=sdc, backtest=backtest,
+                           samples=samples, risks=risks, sdc=sdc, calendar_people=calendar_people, backtest=backtest,
                            backtest_people=backtest_people, bf16=bf16, seed=seed)
     result = population_view(model, dataset, cfg, progress=sys.stderr.isatty())
     save(result, out)

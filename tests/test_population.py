@@ -13,19 +13,19 @@ from farr.cli import app
 from farr.events.io import read_outcomes
 from farr.forecast.landmark import labels, landmark, landmark_ages, outcome_lookup, outcomes_for, timelines_for
 from farr.forecast.predict import forecast
-from farr.forecast.risk import _Requests, rides_along
+from farr.forecast.risk import _Requests, analytic_risk, not_at_risk, outcome_rates, rides_along
 from farr.model.train import TrainConfig, load_model, train
 from farr.population import oracle as oracle_module
 from farr.population import view as view_module
 from farr.population import calibration, planning
-from farr.population.calibration import calibrated, rollout_factors
+from farr.population.calibration import band_factors, calendar_shifts, calibrated
 from farr.population.backtest import MIN_CASES, Z90, corrected, drift, evidence, model_error, unrecorded
 from farr.population.groups import AGE_BANDS, GROUPINGS, age_band, parse_groupings
 from farr.population.inequality import ridits, slope_indices
 from farr.population.oracle import MIN_DRAWS, draws_for
 from farr.population.rates import bootstrap_totals
 from farr.population.view import (PHASES, PopulationConfig, _backtest_cohort, backtest_queries, backtest_sample,
-                                  check_horizons, landmark_cohort, population_view)
+                                  calendar_smoothed, check_horizons, landmark_cohort, population_view)
 from farr.simulate.simulator import simulate_dataset
 
 runner = CliRunner()
@@ -327,11 +327,12 @@ def test_every_grouping_partitions_the_landmark_population(view):
 
 
 def test_group_rates_match_the_per_person_forecast(small, tmp_path):
-    """The whole population's rate is the mean analytic risk, over people at risk, from `farr forecast`."""
+    """Unscaled, the whole population's rate is the mean analytic risk, over people at risk, from
+    `farr forecast`."""
     model, dataset = small
     result = population_view(model, dataset, PopulationConfig(at="2018-01-01", horizons=(1.0,), samples=0,
                                                               sdc="minimum10", groupings=("sex",), backtest=False,
-                                                              **SMALL))
+                                                              calendar_people=0, **SMALL))
     risks = pl.read_parquet(forecast(model, dataset, "2018-01-01", [1.0], tmp_path))
     expected = risks.group_by("outcome").agg((pl.col("risk").fill_nan(None).mean() * 1e5).alias("mean"))
     got = result["group_rates"].filter(pl.col("grouping") == "all").join(expected, on="outcome")
@@ -470,7 +471,7 @@ def test_sampled_over_analytic_risk_scales_each_age_bands_risks():
     sampled = analytic.copy()
     sampled[:300, 0] = 0.2  # outcome 0: twice the analytic risk among the 300 aged 30
     age = np.r_[np.full(300, 30.0), np.full(50, 70.0)]
-    factors = rollout_factors(analytic, sampled, age)
+    factors = band_factors(analytic, sampled, age)
     np.testing.assert_allclose(factors["30-44"][:, 0], [2.0, 1.0])
     np.testing.assert_allclose(factors["65-74"], factors["all"])  # too few sampled people for their own
     risk = calibrated(np.array([[[0.1], [0.1]]] * 3 + [[[0.7], [0.1]]], np.float32),
@@ -478,6 +479,41 @@ def test_sampled_over_analytic_risk_scales_each_age_bands_risks():
     np.testing.assert_allclose(risk[0, :, 0], [0.2, 0.1], rtol=1e-6)
     np.testing.assert_allclose(risk[1:3, 0, 0], 0.1 * factors["all"][0, 0], rtol=1e-6)  # unsampled band: all
     assert risk[3, 0, 0] == 1.0  # a risk, at most 1
+
+
+@given(st.floats(1 / 12, 5.0), st.floats(0.0, 2 * np.pi), st.integers(1, 3))
+def test_calendar_shifts_average_out_the_period_and_its_harmonics(period, phase, harmonic):
+    shifts = calendar_shifts(period)
+    np.testing.assert_allclose(shifts, -shifts[::-1])  # centred on the date
+    assert np.abs(shifts).max() < period / 2
+    assert abs(np.cos(2 * np.pi * harmonic * shifts / period + phase).mean()) < 1e-9
+
+
+def test_calendar_smoothing_gives_each_age_band_its_risks_averaged_over_calendar_shifts(small, monkeypatch):
+    """With everyone in the subsample, each age band's smoothed expected cases are the mean of its
+    expected cases read with calendar time moved by each shift; without a subsample, none move."""
+    model_dir, dataset = small
+    monkeypatch.setattr(calibration, "MIN_PEOPLE", 1)  # every band of this small cohort has its own factors
+    model, timelines, outcomes, _, mark = landmark_cohort(model_dir, dataset, "2018-01-01")
+    horizons = (1.0, 2.0)
+    ok = ~not_at_risk(mark, outcomes)[:, :, None]
+
+    def risk(shift: float) -> np.ndarray:
+        rates = outcome_rates(model, timelines.calendar_moved(shift), mark, outcomes, years_after=1)
+        return np.where(ok, analytic_risk(rates, list(horizons)), 0.0)
+
+    at_date = risk(0.0)
+    averaged = np.mean([risk(s) for s in calendar_shifts(model.cfg.calendar_period)], axis=0)
+    cfg = PopulationConfig(calendar_people=10 ** 6)
+    (smoothed,) = calendar_smoothed(model, timelines, [(mark, horizons)], [at_date], outcomes, cfg)
+    assert not np.array_equal(smoothed, at_date)
+    bands = age_band(mark.age)
+    for band in np.unique(bands):
+        rows = bands == band
+        np.testing.assert_allclose(smoothed[rows].sum(axis=0), averaged[rows].sum(axis=0), rtol=1e-4, atol=1e-6)
+    off = PopulationConfig(calendar_people=0)
+    assert calendar_smoothed(model, timelines, [(mark, horizons)], [at_date], outcomes, off)[0] is at_date
+    assert off.notes[0].startswith("no calendar smoothing")
 
 
 def test_without_follow_up_there_are_no_observed_rates(small):
@@ -563,7 +599,8 @@ def test_the_command_writes_report_tables_and_planning(small, tmp_path):
                                            (["--horizon", "40y"], "training window"),
                                            (["--sdc", "lax"], "unknown SDC profile"),
                                            (["--risks", "rollout", "--samples", "0"], "--risks"),
-                                           (["--backtest-people", "0"], "--backtest-people")])
+                                           (["--backtest-people", "0"], "--backtest-people"),
+                                           (["--calendar-people", "-1"], "--calendar-people")])
 def test_bad_options_give_one_line_errors(small, tmp_path, args, message):
     model, dataset = small
     result = runner.invoke(app, ["population", str(model), str(dataset), "--out", str(tmp_path), *args])

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -67,6 +67,10 @@ class Timelines:
         lengths = self.offsets[people + 1] - self.offsets[people]
         index = np.repeat(self.offsets[people] - np.cumsum(lengths) + lengths, lengths) + np.arange(lengths.sum())
         return np.repeat(np.arange(len(people)), lengths), index
+
+    def calendar_moved(self, years: float) -> Timelines:
+        """The same people, ages and histories with calendar time (birth dates) moved by `years`."""
+        return replace(self, birth_day=self.birth_day + years * DAYS_PER_YEAR)
 
     def take(self, people: np.ndarray) -> Timelines:
         lengths = np.diff(self.offsets)[people]

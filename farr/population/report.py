@@ -25,6 +25,10 @@ _BACKTEST = {True: "Backtest: the same forecast made one horizon before the land
                    "horizon's corrections also draw on each group's ratio at the longest horizon, weighted "
                    "down by how far the two horizons' ratios differ.",
              False: "No backtest was asked for: the intervals leave out the model's own error."}
+_CALENDAR = ("Every cohort's risks (the landmark's and each backtest's) are also scaled in each age band to their "
+             "mean over calendar time moved across one period of the model's calendar encoding ({calendar_people:,} "
+             "people of the cohort read at each shift), so that neither the rates nor their corrections hang on the "
+             "phase of one date. ")
 _RISKS = {"analytic": "analytic risks (its rates read at the landmark and on each anniversary), scaled in "
                       "each age band to the risks of the futures sampled for the planning subsample, in which "
                       "cases that come after other events (a diagnosis coded in the admission that finds it) "
@@ -126,7 +130,8 @@ def write_population_report(result: dict, out: str | Path) -> Path:
                 f"{', '.join(f'{h:g} years' for h in cfg['horizons'])}; model trained on a "
                 f"{result['training_window_years']:g}-year window. Rates are the model's expected cases per 100,000 "
                 "people at risk (people who already have a condition are not at risk of a new one), from its "
-                f"{_RISKS[cfg['risks']]}. 90% intervals from a Poisson bootstrap over people ({cfg['replicates']} "
+                f"{_RISKS[cfg['risks']]}. {_CALENDAR.format(**cfg) if cfg['calendar_people'] else ''}"
+                f"90% intervals from a Poisson bootstrap over people ({cfg['replicates']} "
                 "replicates): confidence intervals (CI) for the expected rate, and prediction intervals (PI) for the "
                 "rate that will be observed, which add each person's chance of the outcome. "
                 f"{_BACKTEST[cfg['backtest']].format(**cfg)} Disclosure control: "

@@ -31,7 +31,7 @@ from farr.model.card import data_window, read_card
 from farr.model.train import load_model
 from farr.privacy.sdc import resolve_profile
 from farr.population.backtest import corrected, drift, evidence, model_error, unrecorded
-from farr.population.calibration import calibrated, rollout_factors
+from farr.population.calibration import band_factors, calendar_shifts, calibrated
 from farr.population.disclosure import release_inequality, release_planning, release_rates
 from farr.population.groups import GROUPINGS, group_index, group_labels
 from farr.population.inequality import IMD_ORDER, imd_positions, slope_indices
@@ -59,6 +59,8 @@ class PopulationConfig:
     sdc: str = "opensafely"
     oracle_draws: int = 100  # the yardstick's own error: 1/sqrt(cases × draws), 2% for 20 cases a group
     # (fewer draws in a cohort over 100,000 people, whose groups are larger: `oracle.draws_for`)
+    calendar_people: int = 4_000  # people of each cohort read with calendar time moved around its date, to
+    # smooth the model's rates over one period of its calendar encoding (`calendar_smoothed`); 0: no smoothing
     backtest: bool = True  # correct rates and widen intervals by the model's error one horizon earlier
     backtest_people: int = 30_000  # in each backtest cohort, at most this many of the people who cost a forecast
     # of their own (a random subsample, weighted up: `backtest_sample`)
@@ -96,8 +98,8 @@ def landmark_cohort(model_dir, dataset, at: str | None):
 
 # "per-person risks" reads the backtest cohorts' too (in the same forward passes: `cohort_rates`);
 # "backtest corrections" compares them with what happened.
-PHASES = ("landmark cohort", "per-person risks", "sampled futures", "group totals", "backtest corrections", "oracle",
-          "disclosure control")
+PHASES = ("landmark cohort", "per-person risks", "sampled futures", "calendar smoothing", "group totals",
+          "backtest corrections", "oracle", "disclosure control")
 
 
 @contextmanager
@@ -130,6 +132,8 @@ def population_view(model_dir, dataset, cfg: PopulationConfig | None = None, *, 
     resolve_profile(cfg.sdc)  # a misspelt option fails before the work, not after
     if cfg.risks not in ("analytic", "rollout") or (cfg.risks == "rollout" and cfg.samples < 1):
         raise ValueError(f"--risks {cfg.risks!r}: choose analytic, or rollout with --samples of at least 1")
+    if cfg.calendar_people < 0:
+        raise ValueError(f"--calendar-people {cfg.calendar_people}: a number of people, or 0 for no smoothing")
     if cfg.backtest_people < 1:
         raise ValueError(f"--backtest-people {cfg.backtest_people}: a backtest needs at least one person")
     window_years = check_horizons(model_dir, horizons)
@@ -141,10 +145,12 @@ def population_view(model_dir, dataset, cfg: PopulationConfig | None = None, *, 
         past = backtest_cohorts(timelines, outcomes, at, cfg, rides_along(
             timelines, mark, model.cfg.block_size, backtest_queries(cfg.horizons))) if cfg.backtest else []
         step("per-person risks")
-        at_risk, risk, drawn, past_risks = landmark_risks(model, timelines, mark, outcomes, cfg,
-                                                          [(c, b.horizons) for b in past for c in b.cohorts])
+        cohorts = [(mark, tuple(cfg.horizons)), *((c, b.horizons) for b in past for c in b.cohorts)]
+        at_risk, risk, drawn, past_risks = landmark_risks(model, timelines, mark, outcomes, cfg, cohorts[1:])
         step("sampled futures")
         planning, factors = sampled_futures(model, timelines, mark, outcomes, groups, at_risk, risk, drawn, cfg)
+        step("calendar smoothing")  # after the futures: they are scaled against the date's own reading
+        risk, *past_risks = calendar_smoothed(model, timelines, cohorts, [risk, *past_risks], outcomes, cfg)
         risk = risk if factors is None else calibrated(risk, mark.age, factors)
         step("group totals")
         flat = risk.reshape(len(risk), -1)
@@ -238,7 +244,33 @@ def sampled_futures(model, timelines, mark, outcomes, groups, at_risk, risk, dra
     if cfg.risks != "analytic":
         return planning, None
     sampled = np.where(at_risk[sample, :, None], futures.exposed.mean(axis=1), 0.0)
-    return planning, rollout_factors(risk[sample], sampled, mark.age[sample])
+    return planning, band_factors(risk[sample], sampled, mark.age[sample])
+
+
+def calendar_smoothed(model, timelines, cohorts: list[tuple[Landmark, tuple[float, ...]]], risks: list[np.ndarray],
+                      outcomes, cfg: PopulationConfig) -> list[np.ndarray]:
+    """Each cohort's `risks` scaled in each age band (`calibration.py`) by a random `calendar_people`
+    of it: their analytic risks averaged over calendar time moved across one period of the model's
+    shortest calendar sinusoid (`calendar_shifts`), over their risks at the date itself. The
+    subsamples are drawn in one random order of everyone, so a person drawn for one cohort is
+    drawn for the others they are in, and is read for all of them in one pass (`cohort_rates`)."""
+    if not cfg.calendar_people:
+        cfg.notes.append("no calendar smoothing (--calendar-people 0): the rates carry the model's swing with the "
+                         "phase of the date, and the backtests its swing at theirs")
+        return risks
+    rank = np.random.default_rng(cfg.seed).permutation(len(timelines))
+    samples = [mark.subset(np.sort(np.argsort(rank[mark.people])[:cfg.calendar_people])) for mark, _ in cohorts]
+    reads = [(sample, years_read(horizons)) for sample, (_, horizons) in zip(samples, cohorts)]
+
+    def read_at(shift: float) -> list[np.ndarray]:
+        rates = cohort_rates(model, timelines.calendar_moved(shift), reads, outcomes)
+        return [np.where(~not_at_risk(sample, outcomes)[:, :, None], analytic_risk(r, list(horizons)), 0.0)
+                for r, sample, (_, horizons) in zip(rates, samples, cohorts)]
+
+    at_date = read_at(0.0)
+    moved = list(zip(*(read_at(shift) for shift in calendar_shifts(model.cfg.calendar_period))))
+    return [calibrated(risk, mark.age, band_factors(own, np.mean(shifted, axis=0), sample.age))
+            for risk, (mark, _), own, shifted, sample in zip(risks, cohorts, at_date, moved, samples)]
 
 
 @dataclass
