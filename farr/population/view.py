@@ -146,7 +146,7 @@ def population_view(model_dir, dataset, cfg: PopulationConfig | None = None, *, 
             timelines, mark, model.cfg.block_size, backtest_queries(cfg.horizons))) if cfg.backtest else []
         step("per-person risks")
         cohorts = [(mark, tuple(cfg.horizons)), *((c, b.horizons) for b in past for c in b.cohorts)]
-        at_risk, risk, drawn, past_risks = landmark_risks(model, timelines, mark, outcomes, cfg, cohorts[1:])
+        at_risk, risk, drawn, past_risks = landmark_risks(model, timelines, cohorts, outcomes, cfg)
         step("sampled futures")
         planning, factors = sampled_futures(model, timelines, mark, outcomes, groups, at_risk, risk, drawn, cfg)
         step("calendar smoothing")  # after the futures: they are scaled against the date's own reading
@@ -203,18 +203,16 @@ def landmark_groups(dataset, timelines, mark, cfg: PopulationConfig) -> dict[str
         dataset, timelines.subject_id[mark.people], mark.age, list(cfg.groupings))
 
 
-def landmark_risks(model, timelines, mark, outcomes, cfg: PopulationConfig,
-                   past: list[tuple[Landmark, tuple[float, ...]]] = ()):
+def landmark_risks(model, timelines, cohorts: list[tuple[Landmark, tuple[float, ...]]], outcomes,
+                   cfg: PopulationConfig):
     """(at risk (n, outcomes), risks (n, outcomes, horizons) with 0 where not at risk, drawn, and
-    each `past` cohort's risks of its own horizons alike): analytic risks (the rates read at
-    the landmark and on each anniversary, every cohort in one pass where a person's histories
-    nest: `cohort_rates`; drawn is None), or rollout risks from `samples` sampled futures of
+    each later cohort's risks of its own horizons alike) of `cohorts`, the view's landmark cohort
+    first: `analytic_risks`, drawn None; or rollout risks from `samples` sampled futures of
     everyone (new conditions play out too; drawn is `planning.rollouts`' (rows, futures) of
     the landmark cohort, so the planning reuses them)."""
-    cohorts, drawn = [(mark, tuple(cfg.horizons)), *past], None
+    drawn = None
     if cfg.risks == "analytic":
-        rates = cohort_rates(model, timelines, [(m, years_read(h)) for m, h in cohorts], outcomes)
-        risks = [analytic_risk(r, list(h)) for r, (_, h) in zip(rates, cohorts)]
+        risks = analytic_risks(model, timelines, cohorts, outcomes)
     else:
         futures = [rollouts(model, timelines, m, outcomes, list(h), draws=cfg.samples, people=len(m.people),
                             seed=cfg.seed) for m, h in cohorts]
@@ -222,6 +220,13 @@ def landmark_risks(model, timelines, mark, outcomes, cfg: PopulationConfig,
     at_risk = [~not_at_risk(m, outcomes) for m, _ in cohorts]
     risks = [np.where(a[:, :, None], r, 0.0).astype(np.float32) for a, r in zip(at_risk, risks)]
     return at_risk[0], risks[0], drawn, risks[1:]
+
+
+def analytic_risks(model, timelines, cohorts: list[tuple[Landmark, tuple[float, ...]]], outcomes) -> list[np.ndarray]:
+    """Each cohort's analytic risks of its own horizons: the rates read at its landmark and on each
+    anniversary, every cohort in one pass where a person's histories nest (`cohort_rates`)."""
+    rates = cohort_rates(model, timelines, [(m, years_read(h)) for m, h in cohorts], outcomes)
+    return [analytic_risk(r, list(h)) for r, (_, h) in zip(rates, cohorts)]
 
 
 def sampled_futures(model, timelines, mark, outcomes, groups, at_risk, risk, drawn, cfg: PopulationConfig):
@@ -259,18 +264,18 @@ def calendar_smoothed(model, timelines, cohorts: list[tuple[Landmark, tuple[floa
                          "phase of the date, and the backtests its swing at theirs")
         return risks
     rank = np.random.default_rng(cfg.seed).permutation(len(timelines))
-    samples = [mark.subset(np.sort(np.argsort(rank[mark.people])[:cfg.calendar_people])) for mark, _ in cohorts]
-    reads = [(sample, years_read(horizons)) for sample, (_, horizons) in zip(samples, cohorts)]
+    samples = [(mark.subset(np.sort(np.argsort(rank[mark.people])[:cfg.calendar_people])), horizons)
+               for mark, horizons in cohorts]
+    at_risk = [~not_at_risk(sample, outcomes)[:, :, None] for sample, _ in samples]
 
     def read_at(shift: float) -> list[np.ndarray]:
-        rates = cohort_rates(model, timelines.calendar_moved(shift), reads, outcomes)
-        return [np.where(~not_at_risk(sample, outcomes)[:, :, None], analytic_risk(r, list(horizons)), 0.0)
-                for r, sample, (_, horizons) in zip(rates, samples, cohorts)]
+        read = analytic_risks(model, timelines.calendar_moved(shift), samples, outcomes)
+        return [np.where(a, r, 0.0) for a, r in zip(at_risk, read)]
 
     at_date = read_at(0.0)
     moved = list(zip(*(read_at(shift) for shift in calendar_shifts(model.cfg.calendar_period))))
     return [calibrated(risk, mark.age, band_factors(own, np.mean(shifted, axis=0), sample.age))
-            for risk, (mark, _), own, shifted, sample in zip(risks, cohorts, at_date, moved, samples)]
+            for risk, (mark, _), own, shifted, (sample, _) in zip(risks, cohorts, at_date, moved, samples)]
 
 
 @dataclass
