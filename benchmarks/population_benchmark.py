@@ -57,6 +57,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=2)
     parser.add_argument("--backtest-people", type=int, default=PopulationConfig.backtest_people)
     parser.add_argument("--calendar-people", type=int, default=PopulationConfig.calendar_people)
+    parser.add_argument("--backtest-futures-people", type=int, default=PopulationConfig.backtest_futures_people)
     parser.add_argument("--bf16", action="store_true", help="bfloat16 matrix products in the forecasts.")
     args = parser.parse_args()
     dataset, model_dir = args.work / "population", args.model or args.work / "model"
@@ -67,7 +68,8 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s")  # each phase's time as it ends
     views = [view_at(model_dir, dataset, PopulationConfig(at=at, samples=args.samples, bf16=args.bf16,
                                                           backtest_people=args.backtest_people,
-                                                          calendar_people=args.calendar_people),
+                                                          calendar_people=args.calendar_people,
+                                                          backtest_futures_people=args.backtest_futures_people),
                      args.work / f"view-{at}") for at in args.at.split(",")]
     if max(people for _, people, _ in views) < TARGET_PEOPLE:
         aggregation = aggregation_at_scale()

@@ -304,6 +304,9 @@ def population_command(
     backtest_people: int = typer.Option(30_000, "--backtest-people",
                                         help="In each backtest cohort, at most this many of the people who "
                                         "cost a forecast of their own (a random subsample, weighted up)."),
+    backtest_futures_people: int = typer.Option(4_000, "--backtest-futures-people",
+                                                help="People of each backtest cohort whose futures are sampled at "
+                                                "its own date, to scale its analytic risks as the view's are."),
     bf16: bool = BF16,
     seed: int = typer.Option(0, "--seed"),
 ) -> None:
@@ -315,7 +318,8 @@ def population_command(
 
     cfg = PopulationConfig(groupings=tuple(parse_groupings(by)), horizons=tuple(parse_horizons(horizon)), at=at,
                            samples=samples, risks=risks, sdc=sdc, calendar_people=calendar_people, backtest=backtest,
-                           backtest_people=backtest_people, bf16=bf16, seed=seed)
+                           backtest_people=backtest_people, backtest_futures_people=backtest_futures_people,
+                           bf16=bf16, seed=seed)
     result = population_view(model, dataset, cfg, progress=sys.stderr.isatty())
     save(result, out)
     typer.echo(f"report: {write_population_report(result, out)}")

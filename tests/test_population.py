@@ -14,6 +14,7 @@ from farr.events.io import read_outcomes
 from farr.forecast.landmark import labels, landmark, landmark_ages, outcome_lookup, outcomes_for, timelines_for
 from farr.forecast.predict import forecast
 from farr.forecast.risk import _Requests, analytic_risk, not_at_risk, outcome_rates, rides_along
+from farr.model.tokenizer import DAYS_PER_YEAR
 from farr.model.train import TrainConfig, load_model, train
 from farr.population import oracle as oracle_module
 from farr.population import view as view_module
@@ -466,6 +467,31 @@ def test_rollout_risks_sample_each_persons_futures_once_and_plan_from_all_of_the
     assert set(result["planning"]["people_sampled"]) == set(result["planning"]["people"])
 
 
+def _landmark_year(timelines, mark) -> float:
+    """The calendar year (with fraction) of a landmark cohort's date, read from its people."""
+    days = timelines.birth_day[mark.people] + mark.age * DAYS_PER_YEAR
+    return round(float(np.median(days)) / DAYS_PER_YEAR + 1970, 1)
+
+
+def test_each_backtest_cohort_is_scaled_by_futures_sampled_at_its_own_landmark(small, monkeypatch):
+    """The landmark's factors would cancel in the correction (above and below its ratio); each
+    backtest cohort's futures are sampled at its own date, for its own horizons, and scale it."""
+    model, dataset = small
+    called, scaled, rollouts, scale = [], [], view_module.rollouts, view_module._scaled
+    monkeypatch.setattr(view_module, "rollouts", lambda model, timelines, mark, outcomes, horizons, **k:
+                        called.append((_landmark_year(timelines, mark), tuple(horizons), k["people"]))
+                        or rollouts(model, timelines, mark, outcomes, horizons, **k))
+    monkeypatch.setattr(view_module, "_scaled", lambda risk, mark, factors: scaled.append(factors["all"].shape)
+                        or scale(risk, mark, factors))
+    cfg = PopulationConfig(at="2018-01-01", horizons=(1.0, 2.0), samples=2, groupings=("sex",), sdc="minimum10",
+                           backtest_futures_people=40, **SMALL)
+    population_view(model, dataset, cfg)
+    assert called[0] == (2018.0, (1.0, 2.0), cfg.planning_people)
+    assert [(2018.0 - year, horizons, people) for year, horizons, people in called[1:]] == [
+        (2, (2.0,), 40), (4, (2.0,), 40), (1, (1.0,), 40), (2, (1.0,), 40)]
+    assert scaled == [(len(view_module.read_outcomes(dataset)), 1)] * 4
+
+
 def test_sampled_over_analytic_risk_scales_each_age_bands_risks():
     analytic = np.full((300 + 50, 2, 1), 0.1)
     sampled = analytic.copy()
@@ -600,7 +626,8 @@ def test_the_command_writes_report_tables_and_planning(small, tmp_path):
                                            (["--sdc", "lax"], "unknown SDC profile"),
                                            (["--risks", "rollout", "--samples", "0"], "--risks"),
                                            (["--backtest-people", "0"], "--backtest-people"),
-                                           (["--calendar-people", "-1"], "--calendar-people")])
+                                           (["--calendar-people", "-1"], "--calendar-people"),
+                                           (["--backtest-futures-people", "0"], "--backtest-futures-people")])
 def test_bad_options_give_one_line_errors(small, tmp_path, args, message):
     model, dataset = small
     result = runner.invoke(app, ["population", str(model), str(dataset), "--out", str(tmp_path), *args])

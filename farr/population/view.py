@@ -64,6 +64,8 @@ class PopulationConfig:
     backtest: bool = True  # correct rates and widen intervals by the model's error one horizon earlier
     backtest_people: int = 30_000  # in each backtest cohort, at most this many of the people who cost a forecast
     # of their own (a random subsample, weighted up: `backtest_sample`)
+    backtest_futures_people: int = 4_000  # people of each backtest cohort whose futures are sampled, for its own
+    # factors (`backtest_factors`)
     seed: int = 0
     bf16: bool = False
     notes: list[str] = field(default_factory=list)
@@ -136,6 +138,9 @@ def population_view(model_dir, dataset, cfg: PopulationConfig | None = None, *, 
         raise ValueError(f"--calendar-people {cfg.calendar_people}: a number of people, or 0 for no smoothing")
     if cfg.backtest_people < 1:
         raise ValueError(f"--backtest-people {cfg.backtest_people}: a backtest needs at least one person")
+    if cfg.backtest_futures_people < 1:
+        raise ValueError(f"--backtest-futures-people {cfg.backtest_futures_people}: a backtest's factors need at "
+                         "least one person")
     window_years = check_horizons(model_dir, horizons)
     seconds = {}
     with _phases(progress, seconds) as step:
@@ -149,6 +154,7 @@ def population_view(model_dir, dataset, cfg: PopulationConfig | None = None, *, 
         at_risk, risk, drawn, past_risks = landmark_risks(model, timelines, cohorts, outcomes, cfg)
         step("sampled futures")
         planning, factors = sampled_futures(model, timelines, mark, outcomes, groups, at_risk, risk, drawn, cfg)
+        past_factors = backtest_factors(model, timelines, cohorts[1:], past_risks, outcomes, cfg, factors is not None)
         step("calendar smoothing")  # after the futures: they are scaled against the date's own reading
         risk, *past_risks = calendar_smoothed(model, timelines, cohorts, [risk, *past_risks], outcomes, cfg)
         risk = risk if factors is None else calibrated(risk, mark.age, factors)
@@ -160,7 +166,7 @@ def population_view(model_dir, dataset, cfg: PopulationConfig | None = None, *, 
         table = rates_table(sums, names, horizons, seed=cfg.seed).join(
             observed_table(groups, mark, outcomes, horizons, risk), how="left", on=KEYS)
         step("backtest corrections")
-        error = backtest(past, past_risks, factors, dataset, timelines, outcomes, cfg) if past else None
+        error = backtest(past, past_risks, past_factors, dataset, timelines, outcomes, cfg) if past else None
         if error is not None:
             table = corrected(table, *error)
         step("oracle")
@@ -252,6 +258,26 @@ def sampled_futures(model, timelines, mark, outcomes, groups, at_risk, risk, dra
     return planning, band_factors(risk[sample], sampled, mark.age[sample])
 
 
+def backtest_factors(model, timelines, cohorts: list[tuple[Landmark, tuple[float, ...]]], risks: list[np.ndarray],
+                     outcomes, cfg: PopulationConfig, scaled: bool) -> list[dict | None]:
+    """Each backtest cohort's own sampled-futures factors (`band_factors`), from a random
+    `backtest_futures_people` of it at its own landmark; None for each where the view's risks are
+    not `scaled`. The landmark's would cancel in the correction (the same factor above and below
+    its ratio), which would then carry the analytic reading's error, not the reported rates'; and
+    how many cases come after other events moves with the window (on the simulator, type 2
+    diabetes' 5-year factor was 1.52 at 2014-01-01 and 1.18 at 2019-01-01)."""
+    if not scaled:
+        return [None] * len(cohorts)
+    found = []
+    for (mark, horizons), risk in zip(cohorts, risks):
+        sample, futures = rollouts(model, timelines, mark, outcomes, list(horizons), draws=cfg.samples,
+                                   people=cfg.backtest_futures_people, seed=cfg.seed)
+        at_risk = ~not_at_risk(mark.subset(sample), outcomes)
+        sampled = np.where(at_risk[:, :, None], futures.exposed.mean(axis=1), 0.0)
+        found.append(band_factors(risk[sample], sampled, mark.age[sample]))
+    return found
+
+
 def calendar_smoothed(model, timelines, cohorts: list[tuple[Landmark, tuple[float, ...]]], risks: list[np.ndarray],
                       outcomes, cfg: PopulationConfig) -> list[np.ndarray]:
     """Each cohort's `risks` scaled in each age band (`calibration.py`) by a random `calendar_people`
@@ -323,14 +349,14 @@ def backtest_cohorts(timelines, outcomes, at: str, cfg: PopulationConfig, rides:
     return found
 
 
-def backtest(past: list[Backtest], risks: list[np.ndarray], factors, dataset, timelines, outcomes,
-             cfg: PopulationConfig):
+def backtest(past: list[Backtest], risks: list[np.ndarray], factors: list[dict | None], dataset, timelines,
+             outcomes, cfg: PopulationConfig):
     """The model's error per group (`backtest_error`) from the `past` backtests' cohorts' `risks`
-    (in order, scaled here by the sampled futures' `factors` as the view's are)."""
-    risks, found = iter(risks), {}
+    (in order, scaled here by each cohort's own sampled-futures `factors` as the view's are by its own)."""
+    risks, factors, found = iter(risks), iter(factors), {}
     for b in past:
         tables = [observed_table(landmark_groups(dataset, timelines, c, cfg), c, outcomes, list(b.horizons),
-                                 _scaled(next(risks), c, b.horizons, factors, cfg), weight)
+                                 _scaled(next(risks), c, next(factors)), weight)
                   for c, weight in zip(b.cohorts, b.weights)]
         _note_unrecorded(tables[0], cfg)
         found[b.years] = (tables[0], drift(*tables), tables[1]) if len(tables) == 2 else (tables[0],)
@@ -347,12 +373,9 @@ def backtest_error(found: dict[float, tuple[pl.DataFrame, ...]]):
     return tuple(pl.concat(tables) for tables in zip(*parts))
 
 
-def _scaled(risk: np.ndarray, mark, horizons: tuple[float, ...], factors, cfg: PopulationConfig) -> np.ndarray:
-    """A cohort's risks for `horizons` (some of the view's) scaled by the sampled futures' `factors`."""
-    if factors is None:
-        return risk
-    columns = [list(cfg.horizons).index(h) for h in horizons]
-    return calibrated(risk, mark.age, {band: factor[:, columns] for band, factor in factors.items()})
+def _scaled(risk: np.ndarray, mark, factors) -> np.ndarray:
+    """A cohort's risks scaled by its own sampled futures' `factors`, where there are any."""
+    return risk if factors is None else calibrated(risk, mark.age, factors)
 
 
 def _note_unrecorded(past: pl.DataFrame, cfg: PopulationConfig) -> None:
