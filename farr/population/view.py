@@ -254,8 +254,12 @@ def sampled_futures(model, timelines, mark, outcomes, groups, at_risk, risk, dra
         recorded(timelines, mark, outcomes, regions, years), on=["region", "measure", "year"], how="left")
     if cfg.risks != "analytic":
         return planning, None
-    sampled = np.where(at_risk[sample, :, None], futures.exposed.mean(axis=1), 0.0)
-    return planning, band_factors(risk[sample], sampled, mark.age[sample])
+    return planning, _futures_factors(risk[sample], at_risk[sample], mark.age[sample], futures)
+
+
+def _futures_factors(risk: np.ndarray, at_risk: np.ndarray, age: np.ndarray, futures) -> dict[str, np.ndarray]:
+    """`band_factors` of sampled people's futures over their analytic `risk` (both 0 where not `at_risk`)."""
+    return band_factors(risk, np.where(at_risk[:, :, None], futures.exposed.mean(axis=1), 0.0), age)
 
 
 def backtest_factors(model, timelines, cohorts: list[tuple[Landmark, tuple[float, ...]]], risks: list[np.ndarray],
@@ -272,9 +276,8 @@ def backtest_factors(model, timelines, cohorts: list[tuple[Landmark, tuple[float
     for (mark, horizons), risk in zip(cohorts, risks):
         sample, futures = rollouts(model, timelines, mark, outcomes, list(horizons), draws=cfg.samples,
                                    people=cfg.backtest_futures_people, seed=cfg.seed)
-        at_risk = ~not_at_risk(mark.subset(sample), outcomes)
-        sampled = np.where(at_risk[:, :, None], futures.exposed.mean(axis=1), 0.0)
-        found.append(band_factors(risk[sample], sampled, mark.age[sample]))
+        found.append(_futures_factors(risk[sample], ~not_at_risk(mark.subset(sample), outcomes), mark.age[sample],
+                                      futures))
     return found
 
 
