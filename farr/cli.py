@@ -304,9 +304,9 @@ def population_command(
     backtest_people: int = typer.Option(30_000, "--backtest-people",
                                         help="In each backtest cohort, at most this many of the people who "
                                         "cost a forecast of their own (a random subsample, weighted up)."),
-    backtest_futures_people: int = typer.Option(4_000, "--backtest-futures-people",
-                                                help="People of each backtest cohort whose futures are sampled at "
-                                                "its own date, to scale its analytic risks as the view's are."),
+    backtest_futures_people: int = typer.Option(10_000, "--backtest-futures-people",
+                                                help="People of each backtest cohort whose futures (one each) are "
+                                                "sampled at its own date, to scale its analytic risks."),
     bf16: bool = BF16,
     seed: int = typer.Option(0, "--seed"),
 ) -> None:

@@ -19,7 +19,7 @@ from farr.model.train import TrainConfig, load_model, train
 from farr.population import oracle as oracle_module
 from farr.population import view as view_module
 from farr.population import calibration, planning
-from farr.population.calibration import band_factors, calendar_shifts, calibrated
+from farr.population.calibration import band_factors, calendar_shifts, calibrated, halfway
 from farr.population.backtest import MIN_CASES, Z90, corrected, drift, evidence, model_error, unrecorded
 from farr.population.groups import AGE_BANDS, GROUPINGS, age_band, parse_groupings
 from farr.population.inequality import ridits, slope_indices
@@ -479,17 +479,24 @@ def test_each_backtest_cohort_is_scaled_by_futures_sampled_at_its_own_landmark(s
     model, dataset = small
     called, scaled, rollouts, scale = [], [], view_module.rollouts, view_module._scaled
     monkeypatch.setattr(view_module, "rollouts", lambda model, timelines, mark, outcomes, horizons, **k:
-                        called.append((_landmark_year(timelines, mark), tuple(horizons), k["people"]))
+                        called.append((_landmark_year(timelines, mark), tuple(horizons), k["people"], k["draws"]))
                         or rollouts(model, timelines, mark, outcomes, horizons, **k))
     monkeypatch.setattr(view_module, "_scaled", lambda risk, mark, factors: scaled.append(factors["all"].shape)
                         or scale(risk, mark, factors))
     cfg = PopulationConfig(at="2018-01-01", horizons=(1.0, 2.0), samples=2, groupings=("sex",), sdc="minimum10",
                            backtest_futures_people=40, **SMALL)
     population_view(model, dataset, cfg)
-    assert called[0] == (2018.0, (1.0, 2.0), cfg.planning_people)
-    assert [(2018.0 - year, horizons, people) for year, horizons, people in called[1:]] == [
-        (2, (2.0,), 40), (4, (2.0,), 40), (1, (1.0,), 40), (2, (1.0,), 40)]
+    assert called[0] == (2018.0, (1.0, 2.0), cfg.planning_people, 2)
+    assert [(2018.0 - year, *rest) for year, *rest in called[1:]] == [
+        (2, (2.0,), 40, 1), (4, (2.0,), 40, 1), (1, (1.0,), 40, 1), (2, (1.0,), 40, 1)]
     assert scaled == [(len(view_module.read_outcomes(dataset)), 1)] * 4
+
+
+def test_halfway_factors_are_the_geometric_mean_of_each_bands_two_readings():
+    landmark = {"all": np.array([[2.0]]), "40-59": np.array([[4.0]]), "80+": np.array([[0.5]])}
+    own = {"all": np.array([[0.5]]), "40-59": np.array([[1.0]])}
+    assert {band: float(factor[0, 0]) for band, factor in halfway(landmark, own).items()} == {
+        "all": 1.0, "40-59": 2.0, "80+": 0.5}  # a band own lacks takes own's everyone's
 
 
 def test_sampled_over_analytic_risk_scales_each_age_bands_risks():

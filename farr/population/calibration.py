@@ -58,6 +58,12 @@ def calibrated(risk: np.ndarray, age: np.ndarray, factors: dict[str, np.ndarray]
     return np.minimum(risk * scale, 1.0).astype(risk.dtype)
 
 
+def halfway(first: dict[str, np.ndarray], second: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Per age band of `first`, the geometric mean of two readings' factors (`band_factors`); `second`'s
+    everyone's where it has no such band."""
+    return {band: np.sqrt(factor * second.get(band, second["all"])) for band, factor in first.items()}
+
+
 def calendar_shifts(period: float, points: int = CALENDAR_POINTS) -> np.ndarray:
     """Calendar shifts (years) at the midpoints of `points` equal parts of one `period` centred on
     the date: the mean of a sinusoid of that period, or of period / k for 0 < k < points, over them is 0."""
