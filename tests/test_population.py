@@ -474,8 +474,9 @@ def _landmark_year(timelines, mark) -> float:
 
 
 def test_each_backtest_cohort_is_scaled_by_futures_sampled_at_its_own_landmark(small, monkeypatch):
-    """The landmark's factors would cancel in the correction (above and below its ratio); each
-    backtest cohort's futures are sampled at its own date, for its own horizons, and scale it."""
+    """The landmark's factors alone would cancel in the correction (above and below its ratio);
+    each backtest cohort's futures are sampled at its own date, for its own horizons, and its
+    factors (halfway to the landmark's) scale it."""
     model, dataset = small
     called, scaled, rollouts, scale = [], [], view_module.rollouts, view_module._scaled
     monkeypatch.setattr(view_module, "rollouts", lambda model, timelines, mark, outcomes, horizons, **k:
@@ -489,7 +490,8 @@ def test_each_backtest_cohort_is_scaled_by_futures_sampled_at_its_own_landmark(s
     assert called[0] == (2018.0, (1.0, 2.0), cfg.planning_people, 2)
     assert [(2018.0 - year, *rest) for year, *rest in called[1:]] == [
         (2, (2.0,), 40, 1), (4, (2.0,), 40, 1), (1, (1.0,), 40, 1), (2, (1.0,), 40, 1)]
-    assert scaled == [(len(view_module.read_outcomes(dataset)), 1)] * 4
+    outcomes = len(view_module.read_outcomes(dataset))
+    assert scaled == [(outcomes, 2)] + [(outcomes, 1)] * 4  # the view's own risks, then each backtest cohort's
 
 
 def test_halfway_factors_are_the_geometric_mean_of_each_bands_two_readings():

@@ -65,7 +65,7 @@ class PopulationConfig:
     backtest_people: int = 30_000  # in each backtest cohort, at most this many of the people who cost a forecast
     # of their own (a random subsample, weighted up: `backtest_sample`)
     backtest_futures_people: int = 10_000  # people of each backtest cohort whose futures (one each) are sampled,
-    # for its own factors (`backtest_factors`)
+    # for its own factors, taken halfway to the landmark's (`backtest_factors`)
     seed: int = 0
     bf16: bool = False
     notes: list[str] = field(default_factory=list)
@@ -157,7 +157,7 @@ def population_view(model_dir, dataset, cfg: PopulationConfig | None = None, *, 
         past_factors = backtest_factors(model, timelines, cohorts[1:], past_risks, outcomes, cfg, factors)
         step("calendar smoothing")  # after the futures: they are scaled against the date's own reading
         risk, *past_risks = calendar_smoothed(model, timelines, cohorts, [risk, *past_risks], outcomes, cfg)
-        risk = risk if factors is None else calibrated(risk, mark.age, factors)
+        risk = _scaled(risk, mark, factors)
         step("group totals")
         flat = risk.reshape(len(risk), -1)
         sums = bootstrap_totals(groups, np.concatenate([flat, at_risk, flat * (1 - flat)], axis=1),
@@ -360,7 +360,7 @@ def backtest_cohorts(timelines, outcomes, at: str, cfg: PopulationConfig, rides:
 def backtest(past: list[Backtest], risks: list[np.ndarray], factors: list[dict | None], dataset, timelines,
              outcomes, cfg: PopulationConfig):
     """The model's error per group (`backtest_error`) from the `past` backtests' cohorts' `risks`
-    (in order, scaled here by each cohort's own sampled-futures `factors` as the view's are by its own)."""
+    (in order, each scaled here by its `factors` from `backtest_factors`)."""
     risks, factors, found = iter(risks), iter(factors), {}
     for b in past:
         tables = [observed_table(landmark_groups(dataset, timelines, c, cfg), c, outcomes, list(b.horizons),
@@ -382,7 +382,7 @@ def backtest_error(found: dict[float, tuple[pl.DataFrame, ...]]):
 
 
 def _scaled(risk: np.ndarray, mark, factors) -> np.ndarray:
-    """A cohort's risks scaled by its own sampled futures' `factors`, where there are any."""
+    """A cohort's risks scaled in each age band by `factors` (`calibrated`), where there are any."""
     return risk if factors is None else calibrated(risk, mark.age, factors)
 
 
