@@ -127,6 +127,25 @@ def test_groups_that_erred_apart_keep_most_of_their_own_correction_and_a_wider_i
     assert MIN_CASES > 5 and got["g4"][0] == pytest.approx(got["all"][0])  # too few cases for its own
 
 
+def test_each_grouping_is_shrunk_by_its_own_spread():
+    """Age bands that erred apart keep most of their own corrections; regions that erred alike (within
+    their noise) get the overall one. One spread over both groupings kept 37% of the small band's
+    well-measured error (half the cases of 200 expected) and some of the regions' noise."""
+    regions = pl.DataFrame({"grouping": "region", "group": [f"r{i}" for i in range(4)], "outcome": "x",
+                            "horizon_years": 1.0, "observed_cases": [4950, 5000, 4975, 4975],
+                            "model_cases_followed": [5000.0] * 4})
+    bands = pl.DataFrame({"grouping": "age_band", "group": ["a0", "a1", "a2", "a3"], "outcome": "x",
+                          "horizon_years": 1.0, "observed_cases": [100, 6400, 6800, 6600],
+                          "model_cases_followed": [200.0, 6600.0, 6600.0, 6600.0]})
+    everyone = pl.DataFrame({"grouping": "all", "group": "all", "outcome": "x", "horizon_years": 1.0,
+                             "observed_cases": 19900, "model_cases_followed": 20000.0})
+    got = _corrections(model_error(pl.concat([everyone, regions, bands]))[0])
+    for region in ("r0", "r1", "r2", "r3"):  # their interval still counts the error pooled over both groupings
+        assert got[region][0] == pytest.approx(got["all"][0]) and got[region][1] > got["all"][1]
+    kept = np.log(got["a0"][0] / got["all"][0]) / np.log((100.5 / 200.5) / got["all"][0])
+    assert kept > 0.55  # 0.61
+
+
 def test_groups_expected_to_have_as_many_cases_are_shrunk_alike_whether_they_had_fewer_or_more():
     """With 1/O as the variance, the group that fell short of the model's 1,000 cases would look
     noisier than the one that exceeded them, and keep less of its own correction."""

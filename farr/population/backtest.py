@@ -5,10 +5,20 @@ The bootstrap intervals (`rates.py`) measure which people make up a group, not h
 model is. A forecast made `years` before the landmark can be checked: per group, outcome and
 horizon, the observed cases O against the model's expected cases E for the same people. For
 each outcome and horizon, the overall log(O/E) corrects every group (recalibration in the
-large); the spread of the groups' log(O/E) beyond its Poisson noise is the model's error
-variance τ² (a DerSimonian–Laird moment estimate). Each group's own log(O/E), shrunk towards
-the overall one by τ² / (τ² + 1/λ), corrects it further (empirical Bayes). The variance left,
-τ²·(1/λ) / (τ² + 1/λ), plus the overall ratio's own Poisson variance, widens its intervals.
+large); the spread of one grouping's groups' log(O/E) beyond its Poisson noise is the model's
+error variance τ² for that grouping (a DerSimonian–Laird moment estimate). Each group's own
+log(O/E), shrunk towards the overall one by τ² / (τ² + 1/λ), corrects it further (empirical
+Bayes). The variance left, τ²·(1/λ) / (τ² + 1/λ), plus the overall ratio's own Poisson variance,
+widens its intervals.
+
+A model errs far more by age than by region, so each grouping has its own τ². One τ² over every
+grouping's groups, weighted by their cases, was set by the large groups that erred alike: on the
+simulator it shrank a 0–17 age band's log(O/E) for deaths of −0.61 (standard error 0.1) to +0.01,
+and left its rate twice the oracle's. A grouping's τ² rests on its few groups, though, and is often
+clipped to 0 by chance, so the variance left is never taken below what the τ² pooled over every
+grouping would leave (as the drift is floored, below). On the 1M-patient benchmark (two models, two
+landmarks) the share of large groups within 10% of the oracle rose by 1.2 to 1.9 points in each
+view, and their 90% coverage by 0.2 to 2.7 points (to 90.4–95.3%).
 
 A group's Poisson variance 1/λ counts the cases λ = E × (the outcome's overall O/E) it would have
 had at the overall ratio, as a funnel plot does, not the cases O it had: with 1/O, a group that
@@ -62,6 +72,11 @@ KEYS = ["grouping", "group", "outcome", "horizon_years"]
 CELL = ["outcome", "horizon_years"]
 Z90 = 1.6449  # a two-sided 90% normal interval
 MIN_CASES = 10  # fewer observed cases in a group's backtest: it gets only its outcome's correction
+_W = 1.0 / pl.col("v")
+_EXCESS = (_W * (pl.col("y") - pl.col("mu")) ** 2).sum() - (pl.len() - 1)  # Cochran's Q minus its expectation
+_SCALE = _W.sum() - (_W ** 2).sum() / _W.sum()
+# the groups' variance around their outcome's overall log(O/E) beyond their Poisson noise (DerSimonian–Laird)
+_TAU2 = pl.when(_SCALE > 0).then((_EXCESS / _SCALE).clip(lower_bound=0.0)).otherwise(0.0)
 # the mean squared move in log(O/E) between two backtests beyond its Poisson variance
 _MOVED = ((pl.col("y") - pl.col("y_older")) ** 2 - pl.col("v") - pl.col("v_older")).mean().clip(lower_bound=0.0)
 
@@ -95,26 +110,28 @@ def evidence(backtest: pl.DataFrame, drift: pl.DataFrame | None = None, older: p
 
 
 def _shrunk(cells: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Each group's log(O/E) shrunk towards its outcome's overall one (empirical Bayes), with the
-    variance left; and each outcome's overall `mu` and between-group variance `tau2`."""
+    """Each group's log(O/E) shrunk towards its outcome's overall one (empirical Bayes) by its
+    grouping's between-group variance, with the variance left (under the larger of that and the one
+    pooled over every grouping's groups); and each outcome's overall `mu` and pooled variance `tau2`."""
     overall = _overall(cells)
     groups = cells.filter(pl.col("grouping") != "all").join(overall, on=CELL)
-    w = 1.0 / pl.col("v")
-    spread = (w * (pl.col("y") - pl.col("mu")) ** 2).sum() - (pl.len() - 1)  # Cochran's Q minus its expectation
-    scale = w.sum() - (w ** 2).sum() / w.sum()
-    tau2 = groups.group_by(CELL).agg(pl.when(scale > 0).then((spread / scale).clip(lower_bound=0.0))
-                                     .otherwise(0.0).alias("tau2"))
-    own = pl.col("o") >= MIN_CASES
-    weight = pl.when(own).then(pl.col("tau2") / (pl.col("tau2") + pl.col("v"))).otherwise(0.0)
-    corrected = (groups.join(tau2, on=CELL)
-                 .with_columns(weight.alias("k"))
-                 .select(*KEYS, (pl.col("mu") + pl.col("k") * (pl.col("y") - pl.col("mu"))).alias("log_correction"),
-                         (pl.col("tau2") * (1 - pl.col("k")) + pl.col("v_mu")).alias("error_variance")))
+    tau2 = groups.group_by(CELL).agg(_TAU2.alias("tau2"))
+    grouping_tau2 = groups.group_by("grouping", *CELL).agg(_TAU2.alias("tau2"))
+    own, floor = pl.col("tau2"), pl.max_horizontal("tau2", "pooled")
+    corrected = (groups.join(grouping_tau2, on=["grouping", *CELL]).join(tau2.rename({"tau2": "pooled"}), on=CELL)
+                 .select(*KEYS, (pl.col("mu") + _kept(own) * (pl.col("y") - pl.col("mu"))).alias("log_correction"),
+                         (floor * (1 - _kept(floor)) + pl.col("v_mu")).alias("error_variance")))
     everyone = overall.select(pl.lit("all").alias("grouping"), pl.lit("all").alias("group"), *CELL,
                               pl.col("mu").alias("log_correction"), pl.col("v_mu").alias("error_variance"))
     outcome_wide = overall.join(tau2, on=CELL, how="left").with_columns(
         (pl.col("tau2").fill_null(0.0) + pl.col("v_mu")).alias("tau2")).drop("v_mu")
     return pl.concat([everyone, corrected.select(everyone.columns)]), outcome_wide
+
+
+def _kept(tau2: pl.Expr) -> pl.Expr:
+    """The share of a group's own log(O/E) its correction keeps, τ² / (τ² + v): none with under
+    `MIN_CASES` observed cases."""
+    return pl.when(pl.col("o") >= MIN_CASES).then(tau2 / (tau2 + pl.col("v"))).otherwise(0.0)
 
 
 def _borrowed(cells: pl.DataFrame, other: pl.DataFrame) -> pl.DataFrame:
