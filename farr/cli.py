@@ -149,7 +149,8 @@ def train_command(
     seed: int = typer.Option(0, "--seed"),
     calendar_jitter: float = typer.Option(
         0.0, "--calendar-jitter", min=0.0, help="Years each training window's calendar time may move (uniformly), "
-        "so rates do not hang on one date's phase; a period effect is learnt blurred by as much."),
+        "so rates do not hang on one date's phase; a period effect is learnt blurred by as much (1000: "
+        "calendar time is ignored)."),
 ) -> None:
     """Train a timeline transformer; CPU by default, CUDA when present, DDP under torchrun."""
     from farr.model.train import TrainConfig, train
