@@ -17,8 +17,8 @@ simulator it shrank a 0–17 age band's log(O/E) for deaths of −0.61 (standard
 and left its rate twice the oracle's. A grouping's τ² rests on its few groups, though, and is often
 clipped to 0 by chance, so the variance left is never taken below what the τ² pooled over every
 grouping would leave (as the drift is floored, below). On the 1M-patient benchmark (two models, two
-landmarks) the share of large groups within 10% of the oracle rose by 1.2 to 1.9 points in each
-view, and their 90% coverage by 0.2 to 2.7 points (to 90.4–95.3%).
+landmarks) the share of large groups within 10% of the oracle rose by 1.1 to 1.9 points in each
+view, and their 90% coverage by 0.6 to 2.6 points (to 90.4–95.3%).
 
 A group's Poisson variance 1/λ counts the cases λ = E × (the outcome's overall O/E) it would have
 had at the overall ratio, as a funnel plot does, not the cases O it had: with 1/O, a group that
