@@ -131,18 +131,13 @@ def test_each_grouping_is_shrunk_by_its_own_spread():
     """Age bands that erred apart keep most of their own corrections; regions that erred alike (within
     their noise) get the overall one. One spread over both groupings kept 37% of the small band's
     well-measured error (half the cases of 200 expected) and some of the regions' noise."""
-    regions = pl.DataFrame({"grouping": "region", "group": [f"r{i}" for i in range(4)], "outcome": "x",
-                            "horizon_years": 1.0, "observed_cases": [4950, 5000, 4975, 4975],
-                            "model_cases_followed": [5000.0] * 4})
-    bands = pl.DataFrame({"grouping": "age_band", "group": ["a0", "a1", "a2", "a3"], "outcome": "x",
-                          "horizon_years": 1.0, "observed_cases": [100, 6400, 6800, 6600],
-                          "model_cases_followed": [200.0, 6600.0, 6600.0, 6600.0]})
-    everyone = pl.DataFrame({"grouping": "all", "group": "all", "outcome": "x", "horizon_years": 1.0,
-                             "observed_cases": 19900, "model_cases_followed": 20000.0})
-    got = _corrections(model_error(pl.concat([everyone, regions, bands]))[0])
-    for region in ("r0", "r1", "r2", "r3"):  # their interval still counts the error pooled over both groupings
+    regions = _backtest([4950, 5000, 4975, 4975], [5000] * 4)  # with everyone: 19,900 cases of 20,000
+    bands = (_backtest([100, 6400, 6800, 6600], [200, 6600, 6600, 6600]).filter(pl.col("grouping") != "all")
+             .with_columns(pl.lit("age_band").alias("grouping"), ("age " + pl.col("group")).alias("group")))
+    got = _corrections(model_error(pl.concat([regions, bands]))[0])
+    for region in ("g0", "g1", "g2", "g3"):  # their interval still counts the error pooled over both groupings
         assert got[region][0] == pytest.approx(got["all"][0]) and got[region][1] > got["all"][1]
-    kept = np.log(got["a0"][0] / got["all"][0]) / np.log((100.5 / 200.5) / got["all"][0])
+    kept = np.log(got["age g0"][0] / got["all"][0]) / np.log((100.5 / 200.5) / got["all"][0])
     assert kept > 0.55  # 0.61
 
 
