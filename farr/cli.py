@@ -150,7 +150,7 @@ def train_command(
     calendar_jitter: float = typer.Option(
         0.0, "--calendar-jitter", min=0.0, help="Years each training window's calendar time may move (uniformly), "
         "so rates do not hang on one date's phase; a period effect is learnt blurred by as much (1000: "
-        "calendar time is ignored)."),
+        "the calendar encoding is noise; the date still shows through each history)."),
 ) -> None:
     """Train a timeline transformer; CPU by default, CUDA when present, DDP under torchrun."""
     from farr.model.train import TrainConfig, train

@@ -26,7 +26,8 @@ from farr.population.inequality import ridits, slope_indices
 from farr.population.oracle import MIN_DRAWS, draws_for
 from farr.population.rates import bootstrap_totals
 from farr.population.view import (PHASES, PopulationConfig, _backtest_cohort, backtest_queries, backtest_sample,
-                                  calendar_smoothed, check_horizons, landmark_cohort, population_view)
+                                  calendar_smoothed, check_horizons, landmark_cohort, population_view,
+                                  validation_summary)
 from farr.simulate.simulator import simulate_dataset
 
 runner = CliRunner()
@@ -366,6 +367,23 @@ def test_inequality_validation_and_ranking_are_reported(view):
     assert top.height and (top["grouping"] != "all").all()
     for _, part in top.group_by("outcome", "horizon_years"):
         assert part.sort("rank")["rate_per_100k"].is_sorted(descending=True)
+
+
+def test_validation_splits_each_groups_error_into_its_outcomes_level_and_its_place_around_it():
+    # outcome a: every rate 1.3 times the oracle's (the level is off, the pattern right);
+    # outcome b: the level right, one group 1.5 times the oracle's
+    cells = [("all", "all", "a", 130.0, 100.0), ("sex", "F", "a", 260.0, 200.0), ("sex", "M", "a", 65.0, 50.0),
+             ("all", "all", "b", 100.0, 100.0), ("sex", "F", "b", 150.0, 100.0), ("sex", "M", "b", 100.0, 100.0)]
+    table = pl.DataFrame(cells, schema=["grouping", "group", "outcome", "rate_per_100k", "oracle_per_100k"],
+                         orient="row").with_columns(
+        pl.lit(5.0).alias("horizon_years"), pl.lit(20_000).alias("people"),
+        *(pl.col("rate_per_100k").mul(side).alias(f"{i}_{end}_per_100k")
+          for i in ("ci", "pi") for end, side in (("lower", 0.9), ("upper", 1.1))))
+    summary = validation_summary(table)
+    large = summary["large_groups"]
+    assert large["share_within_10pct"] == pytest.approx(2 / 6)
+    assert large["share_within_10pct_relative"] == pytest.approx(3 / 4)  # the "all" rows are no groups here
+    assert summary["outcomes"] == {"cells": 2, "share_within_10pct": 0.5}
 
 
 def test_the_view_times_each_phase(view):

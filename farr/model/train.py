@@ -48,9 +48,10 @@ class TrainConfig:
     # Years each training window's calendar time may move (`TrainingBatches`). Off by default: on the
     # simulator, 1 year cut how far a model's rates swing with the date (`benchmarks/calendar_swing.py`)
     # and their raw error, but the population view after its backtest correction was better at one
-    # landmark and worse at the other (one model each way, so far). 1000 years makes calendar time
-    # noise, which the model learns to ignore: its error then holds still between windows, and the
-    # view's backtests correct it (README, population view), but it cannot learn a pandemic.
+    # landmark and worse at the other (one model each way, so far). 1000 years makes the calendar
+    # encoding noise: the model's error then holds more still between windows, and the view's
+    # backtests correct it better (README, population view), but it learns a pandemic only blurred,
+    # from the date each history still shows (birth-cohort band and age; how far back it reaches).
     calendar_jitter: float = 0.0
 
     def __post_init__(self):

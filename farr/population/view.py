@@ -30,7 +30,7 @@ from farr.forecast.risk import analytic_risk, cohort_rates, inference_model, not
 from farr.model.card import data_window, read_card
 from farr.model.train import load_model
 from farr.privacy.sdc import resolve_profile
-from farr.population.backtest import corrected, drift, evidence, model_error, unrecorded
+from farr.population.backtest import CELL, KEYS, corrected, drift, evidence, model_error, unrecorded
 from farr.population.calibration import band_factors, calendar_shifts, calibrated, halfway
 from farr.population.disclosure import release_inequality, release_planning, release_rates
 from farr.population.groups import GROUPINGS, group_index, group_labels
@@ -41,7 +41,6 @@ from farr.population.rates import (PER_100K, REPLICATES, GroupTotals, bootstrap_
                                    ratio_interval)
 
 log = logging.getLogger(__name__)
-KEYS = ["grouping", "group", "outcome", "horizon_years"]
 VALIDATION_MIN_PEOPLE = 10_000  # groups this large are held to the 10% / coverage figures
 TOP_GROUPS = 5
 
@@ -546,7 +545,11 @@ def highest_risk(rates: pl.DataFrame, top: int = TOP_GROUPS) -> pl.DataFrame:
 
 def validation_summary(table: pl.DataFrame) -> dict:
     """Model against oracle group rates: bias, within 10%, and interval coverage, for all groups
-    and for groups of at least VALIDATION_MIN_PEOPLE people (computed before SDC; shares only)."""
+    and for groups of at least VALIDATION_MIN_PEOPLE people (computed before SDC; shares only).
+    A rate's error splits into its outcome's overall level and the group's place around it: each
+    group's rate relative to its outcome's overall rate, against the oracle's same ratio, is the
+    pattern between groups (who is at higher risk, the gradients), and `outcomes` holds the share of
+    overall rates (one an outcome and horizon) within 10%, the level."""
     rows = table.filter(pl.col("oracle_per_100k").is_not_null() & (pl.col("oracle_per_100k") > 0)
                         & pl.col("rate_per_100k").is_not_null())
     raw = "model_rate_per_100k" if "model_rate_per_100k" in rows.columns else "rate_per_100k"
@@ -554,17 +557,29 @@ def validation_summary(table: pl.DataFrame) -> dict:
                              (pl.col(raw) / pl.col("oracle_per_100k") - 1).alias("bias_before_backtest"),
                              *(pl.col("oracle_per_100k").is_between(f"{i}_lower_per_100k", f"{i}_upper_per_100k")
                                .alias(f"covered_{i}") for i in ("ci", "pi")))
+    overall = rows.filter(pl.col("grouping") == "all").select(*CELL, (pl.col("bias") + 1).alias("overall_ratio"))
+    rows = rows.join(overall, on=CELL, how="left").with_columns(
+        pl.when(pl.col("grouping") != "all").then((pl.col("bias") + 1) / pl.col("overall_ratio") - 1)
+        .alias("bias_relative"))
     summary = {}
     for name, part in (("all_groups", rows), ("large_groups", rows.filter(pl.col("people") >= VALIDATION_MIN_PEOPLE))):
         summary[name] = {"cells": part.height} | ({} if not part.height else {
             "median_abs_bias": float(part["bias"].abs().median()),
             "mean_bias": float(part["bias"].mean()),
-            "share_within_10pct": float((part["bias"].abs() <= 0.10).mean()),
+            "share_within_10pct": _within_10pct(part["bias"]),
+            "share_within_10pct_relative": _within_10pct(part["bias_relative"]),
             "median_abs_bias_before_backtest": float(part["bias_before_backtest"].abs().median()),
             "coverage_90pct_ci": float(part["covered_ci"].mean()),
             "coverage_90pct_pi": float(part["covered_pi"].mean())})
+    summary["outcomes"] = {"cells": overall.height, "share_within_10pct": _within_10pct(overall["overall_ratio"] - 1)}
     summary["min_people_for_large"] = VALIDATION_MIN_PEOPLE
     return summary
+
+
+def _within_10pct(bias: pl.Series) -> float | None:
+    """The share of biases (nulls left out) within ±10%; None where there are none."""
+    bias = bias.drop_nulls()
+    return float((bias.abs() <= 0.10).mean()) if len(bias) else None
 
 
 def save(result: dict, out: str | Path) -> Path:
