@@ -13,7 +13,8 @@ The view runs at two landmarks. The 5-year window after 2019-01-01 holds the sim
 (from March 2020), a change no backtest before it saw; 2014-01-01's window is like its backtests'.
 The check against the oracle is printed for each: their windows differ in the pandemic. It splits
 the large groups' error into their outcomes' overall level (`outcomes`) and each group's rate
-relative to its outcome's overall rate (`share_within_10pct_relative`).
+relative to its outcome's overall rate (`share_within_10pct_relative`), and counts apart the
+cells where the oracle's rate is 0, and those where the model still expects a case (`oracle_zero`).
 
 The view times each of its phases (the per-person forecast, the backtests, the oracle, ...);
 all are printed. Below 1,000,000 people the aggregation (bootstrap totals, rate table,

@@ -24,6 +24,7 @@ from farr.population.backtest import MIN_CASES, Z90, corrected, drift, evidence,
 from farr.population.groups import AGE_BANDS, GROUPINGS, age_band, parse_groupings
 from farr.population.inequality import ridits, slope_indices
 from farr.population.oracle import MIN_DRAWS, draws_for
+from farr.population.report import impossible_cells
 from farr.population.rates import bootstrap_totals
 from farr.population.view import (PHASES, PopulationConfig, _backtest_cohort, backtest_queries, backtest_sample,
                                   calendar_smoothed, check_horizons, landmark_cohort, population_view,
@@ -120,12 +121,19 @@ def test_a_model_that_erred_alike_in_every_group_is_corrected_alike():
 
 
 def test_groups_that_erred_apart_keep_most_of_their_own_correction_and_a_wider_interval():
-    error, overall = model_error(_backtest([500, 1000, 2000, 4000, 5], [1000] * 4 + [5]))
+    error, overall = model_error(_backtest([500, 1000, 2000, 4000, 4], [1000] * 4 + [4]))
     got = _corrections(error)
     for group, truth in (("g0", 0.5), ("g1", 1.0), ("g2", 2.0), ("g3", 4.0)):
         assert got[group][0] == pytest.approx(truth, rel=0.05)
         assert got[group][1] > got["all"][1]
-    assert MIN_CASES > 5 and got["g4"][0] == pytest.approx(got["all"][0])  # too few cases for its own
+    assert MIN_CASES > 4 * 1.9 and got["g4"][0] == pytest.approx(got["all"][0])  # too few expected for its own
+
+
+def test_a_group_with_no_cases_where_the_model_expected_many_is_corrected_to_about_half_a_case():
+    # a cancer of one sex: the model expected 250 cases in women and none were recorded
+    error, _ = model_error(_backtest([0, 3000], [250, 3000]))
+    factor, _ = _corrections(error)["g0"]
+    assert 250 * factor == pytest.approx(0.5, rel=0.05)  # log((0 + ½) / (250 + ½)), kept whole
 
 
 def test_each_grouping_is_shrunk_by_its_own_spread():
@@ -369,21 +377,28 @@ def test_inequality_validation_and_ranking_are_reported(view):
         assert part.sort("rank")["rate_per_100k"].is_sorted(descending=True)
 
 
-def test_validation_splits_each_groups_error_into_its_outcomes_level_and_its_place_around_it():
+def test_validation_splits_the_error_into_level_and_pattern_and_counts_impossible_cells_apart():
     # outcome a: every rate 1.3 times the oracle's (the level is off, the pattern right);
-    # outcome b: the level right, one group 1.5 times the oracle's
+    # outcome b: the level right, one group 1.5 times the oracle's;
+    # outcome c: one sex's (oracle 0), where the model expects 6 cases in men and 0.4 in women
     cells = [("all", "all", "a", 130.0, 100.0), ("sex", "F", "a", 260.0, 200.0), ("sex", "M", "a", 65.0, 50.0),
-             ("all", "all", "b", 100.0, 100.0), ("sex", "F", "b", 150.0, 100.0), ("sex", "M", "b", 100.0, 100.0)]
+             ("all", "all", "b", 100.0, 100.0), ("sex", "F", "b", 150.0, 100.0), ("sex", "M", "b", 100.0, 100.0),
+             ("all", "all", "c", 16.0, 15.0), ("sex", "F", "c", 2.0, 0.0), ("sex", "M", "c", 30.0, 0.0)]
     table = pl.DataFrame(cells, schema=["grouping", "group", "outcome", "rate_per_100k", "oracle_per_100k"],
                          orient="row").with_columns(
         pl.lit(5.0).alias("horizon_years"), pl.lit(20_000).alias("people"),
+        (pl.col("rate_per_100k") * 20_000 / 100_000).alias("expected_cases"),
         *(pl.col("rate_per_100k").mul(side).alias(f"{i}_{end}_per_100k")
           for i in ("ci", "pi") for end, side in (("lower", 0.9), ("upper", 1.1))))
     summary = validation_summary(table)
     large = summary["large_groups"]
-    assert large["share_within_10pct"] == pytest.approx(2 / 6)
+    assert large["share_within_10pct"] == pytest.approx(3 / 7)
     assert large["share_within_10pct_relative"] == pytest.approx(3 / 4)  # the "all" rows are no groups here
-    assert summary["outcomes"] == {"cells": 2, "share_within_10pct": 0.5}
+    assert summary["outcomes"] == {"cells": 3, "share_within_10pct": pytest.approx(2 / 3)}
+    assert large["oracle_zero"] == {"cells": 2, "model_expects_a_case": 1, "where": [
+        {"outcome": "c", "horizon_years": 5.0, "groups": 1, "highest_rate_per_100k": 30.0}]}
+    assert impossible_cells(large["oracle_zero"]).endswith(
+        "in 1 of them: c at 5 years (1 of its groups, up to 30.0 per 100,000).")
 
 
 def test_the_view_times_each_phase(view):

@@ -31,6 +31,12 @@ weighted sum Σwe, and the variance 1/λ grows by the design effect Σw²y / Σw
 weight (1 for weights of 1): people who died since are all among the subsampled ones, so a
 death's weight, not the model's expected deaths, says how noisy the weighted count is.
 
+So a group keeps its own log(O/E) where λ, not O, reaches `MIN_CASES`: none recorded of many
+expected (a cancer of the other sex, a disease of old age in children) is strong evidence, and
+corrects the group to about half a case. On the simulator (1M patients at 2019-01-01, one model)
+that took women's 5-year prostate cancer rate from 81 per 100,000 to 0.25, where the oracle's is
+0; a rule on O left every such group at its outcome's overall correction.
+
 The correction is one horizon old by the landmark. Where the data reach back two horizons, a
 second backtest measures how far the groups' log(O/E) moved in one horizon beyond their Poisson
 noise, the drift δ²; it widens every interval too, as the error's likely move since the first
@@ -71,7 +77,7 @@ import polars as pl
 KEYS = ["grouping", "group", "outcome", "horizon_years"]
 CELL = ["outcome", "horizon_years"]
 Z90 = 1.6449  # a two-sided 90% normal interval
-MIN_CASES = 10  # fewer observed cases in a group's backtest: it gets only its outcome's correction
+MIN_CASES = 10  # fewer cases expected in a group's backtest: it gets only its outcome's correction
 _W = 1.0 / pl.col("v")
 _EXCESS = (_W * (pl.col("y") - pl.col("mu")) ** 2).sum() - (pl.len() - 1)  # Cochran's Q minus its expectation
 _SCALE = _W.sum() - (_W ** 2).sum() / _W.sum()
@@ -130,8 +136,8 @@ def _shrunk(cells: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
 
 def _kept(tau2: pl.Expr) -> pl.Expr:
     """The share of a group's own log(O/E) its correction keeps, τ² / (τ² + v): none with under
-    `MIN_CASES` observed cases."""
-    return pl.when(pl.col("o") >= MIN_CASES).then(tau2 / (tau2 + pl.col("v"))).otherwise(0.0)
+    `MIN_CASES` cases expected at its outcome's overall O/E (1 / v)."""
+    return pl.when(1 / pl.col("v") >= MIN_CASES).then(tau2 / (tau2 + pl.col("v"))).otherwise(0.0)
 
 
 def _borrowed(cells: pl.DataFrame, other: pl.DataFrame) -> pl.DataFrame:

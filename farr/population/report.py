@@ -220,6 +220,15 @@ def _planning(report: Report, planning: pl.DataFrame, cfg: dict) -> None:
                   + [_or_dash(r["observed_scaled"])] * recorded for r in rows.iter_rows(named=True)])
 
 
+def impossible_cells(zero: dict) -> str:
+    """A sentence on the large groups' cells where the oracle's rate is 0 (`validation_summary`)."""
+    where = "; ".join(f"{w['outcome']} at {w['horizon_years']:g} years ({w['groups']} of its groups, up to "
+                      f"{w['highest_rate_per_100k']:,.1f} per 100,000)" for w in zero["where"])
+    return (f"The oracle's rate is 0 in {zero['cells']} large-group cells (an event that cannot happen there); "
+            f"with no relative error they are left out above. The model expects a case or more in "
+            f"{zero['model_expects_a_case']} of them" + (f": {where}." if where else "."))
+
+
 def _or_dash(value) -> str:
     return "–" if value is None else f"{value:,.0f}"
 
@@ -241,5 +250,8 @@ def _validation(report: Report, validation: dict, rates: pl.DataFrame) -> None:
     if level.get("share_within_10pct") is not None:
         report.text(f"Overall rates (one an outcome and horizon) within 10% of the oracle's: "
                     f"{level['share_within_10pct']:.0%} of {level['cells']}.")
+    zero = validation.get("large_groups", {}).get("oracle_zero", {})
+    if zero.get("cells"):
+        report.text(impossible_cells(zero))
     report.figure(comparison_figure(rates, "oracle_per_100k", "oracle", "rate_per_100k"), "oracle",
                   "Model against oracle group rates")

@@ -549,7 +549,10 @@ def validation_summary(table: pl.DataFrame) -> dict:
     A rate's error splits into its outcome's overall level and the group's place around it: each
     group's rate relative to its outcome's overall rate, against the oracle's same ratio, is the
     pattern between groups (who is at higher risk, the gradients), and `outcomes` holds the share of
-    overall rates (one an outcome and horizon) within 10%, the level."""
+    overall rates (one an outcome and horizon) within 10%, the level. A rate of 0 has no relative
+    error, so cells where the oracle's is 0 (a cancer of the other sex, a disease before it existed)
+    are counted apart, with those where the model expects a case or more (`oracle_zero`)."""
+    impossible = table.filter(pl.col("oracle_per_100k") == 0)
     rows = table.filter(pl.col("oracle_per_100k").is_not_null() & (pl.col("oracle_per_100k") > 0)
                         & pl.col("rate_per_100k").is_not_null())
     raw = "model_rate_per_100k" if "model_rate_per_100k" in rows.columns else "rate_per_100k"
@@ -562,7 +565,8 @@ def validation_summary(table: pl.DataFrame) -> dict:
         pl.when(pl.col("grouping") != "all").then((pl.col("bias") + 1) / pl.col("overall_ratio") - 1)
         .alias("bias_relative"))
     summary = {}
-    for name, part in (("all_groups", rows), ("large_groups", rows.filter(pl.col("people") >= VALIDATION_MIN_PEOPLE))):
+    for name, kept in (("all_groups", pl.lit(True)), ("large_groups", pl.col("people") >= VALIDATION_MIN_PEOPLE)):
+        part = rows.filter(kept)
         summary[name] = {"cells": part.height} | ({} if not part.height else {
             "median_abs_bias": float(part["bias"].abs().median()),
             "mean_bias": float(part["bias"].mean()),
@@ -571,9 +575,19 @@ def validation_summary(table: pl.DataFrame) -> dict:
             "median_abs_bias_before_backtest": float(part["bias_before_backtest"].abs().median()),
             "coverage_90pct_ci": float(part["covered_ci"].mean()),
             "coverage_90pct_pi": float(part["covered_pi"].mean())})
+        summary[name]["oracle_zero"] = _oracle_zero(impossible.filter(kept))
     summary["outcomes"] = {"cells": overall.height, "share_within_10pct": _within_10pct(overall["overall_ratio"] - 1)}
     summary["min_people_for_large"] = VALIDATION_MIN_PEOPLE
     return summary
+
+
+def _oracle_zero(cells: pl.DataFrame) -> dict:
+    """How many `cells` (the oracle's rate 0) there are, and per outcome and horizon those where the
+    model expects at least one case: a number that would be read as a risk where there is none."""
+    wrong = cells.filter(pl.col("expected_cases") >= 1)
+    misses = wrong.group_by(CELL).agg(pl.len().alias("groups"),
+                                      pl.col("rate_per_100k").max().alias("highest_rate_per_100k"))
+    return {"cells": cells.height, "model_expects_a_case": wrong.height, "where": misses.sort(CELL).to_dicts()}
 
 
 def _within_10pct(bias: pl.Series) -> float | None:
