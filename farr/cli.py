@@ -150,7 +150,8 @@ def train_command(
     calendar_jitter: float = typer.Option(
         0.0, "--calendar-jitter", min=0.0, help="Years each training window's calendar time may move (uniformly), "
         "so rates do not hang on one date's phase; a period effect is learnt blurred by as much (1000: "
-        "the calendar encoding is noise; the date still shows through each history)."),
+        "the calendar encoding is noise; the date still shows through each history: advised for a model "
+        "meant for `farr population`'s group rates, not for synthetic records)."),
 ) -> None:
     """Train a timeline transformer; CPU by default, CUDA when present, DDP under torchrun."""
     from farr.model.train import TrainConfig, train

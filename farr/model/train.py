@@ -45,13 +45,11 @@ class TrainConfig:
     cpu_minutes: float | None = None  # or this much processor time: a fair budget on a shared machine
     seed: int = 0
     min_count: int = 10
-    # Years each training window's calendar time may move (`TrainingBatches`). Off by default: on the
-    # simulator, 1 year cut how far a model's rates swing with the date (`benchmarks/calendar_swing.py`)
-    # and their raw error, but the population view after its backtest correction was better at one
-    # landmark and worse at the other (one model each way, so far). 1000 years makes the calendar
-    # encoding noise: the model's error then holds more still between windows, and the view's
-    # backtests correct it better (README, population view), but it learns a pandemic only blurred,
-    # from the date each history still shows (birth-cohort band and age; how far back it reaches).
+    # Years each training window's calendar time may move (`TrainingBatches`). 1000 makes the calendar
+    # encoding noise (the date still shows through each history: birth-cohort band and age, how far
+    # back it reaches): the model's error then holds more still between windows, and on the simulator the
+    # population view's backtests corrected it better (three models each way; README). Off by
+    # default: synthetic records and planning futures need period effects at their dates.
     calendar_jitter: float = 0.0
 
     def __post_init__(self):
