@@ -399,6 +399,9 @@ def test_validation_splits_the_error_into_level_and_pattern_and_counts_impossibl
         {"outcome": "c", "horizon_years": 5.0, "groups": 1, "highest_rate_per_100k": 30.0}]}
     assert impossible_cells(large["oracle_zero"]).endswith(
         "in 1 of them: c at 5 years (1 of its groups, up to 30.0 per 100,000).")
+    worse = {"outcome": "d", "horizon_years": 1.0, "groups": 2, "highest_rate_per_100k": 1234.5}
+    assert "them: d at 1 year (2 of its groups, up to 1,234.5 per 100,000); c at 5 years" in impossible_cells(
+        large["oracle_zero"] | {"where": [*large["oracle_zero"]["where"], worse]})
 
 
 def test_the_view_times_each_phase(view):

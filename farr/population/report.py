@@ -221,9 +221,12 @@ def _planning(report: Report, planning: pl.DataFrame, cfg: dict) -> None:
 
 
 def impossible_cells(zero: dict) -> str:
-    """A sentence on the large groups' cells where the oracle's rate is 0 (`validation_summary`)."""
-    where = "; ".join(f"{w['outcome']} at {w['horizon_years']:g} years ({w['groups']} of its groups, up to "
-                      f"{w['highest_rate_per_100k']:,.1f} per 100,000)" for w in zero["where"])
+    """A sentence on the large groups' cells where the oracle's rate is 0 (`validation_summary`), the
+    model's highest rates there first."""
+    worst = sorted(zero["where"], key=lambda w: -w["highest_rate_per_100k"])
+    where = "; ".join(f"{w['outcome']} at {w['horizon_years']:g} year{'' if w['horizon_years'] == 1 else 's'} "
+                      f"({w['groups']} of its groups, up to {w['highest_rate_per_100k']:,.1f} per 100,000)"
+                      for w in worst)
     return (f"The oracle's rate is 0 in {zero['cells']} large-group cells (an event that cannot happen there); "
             f"with no relative error they are left out above. The model expects a case or more in "
             f"{zero['model_expects_a_case']} of them" + (f": {where}." if where else "."))
