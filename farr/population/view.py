@@ -545,7 +545,8 @@ def highest_risk(rates: pl.DataFrame, top: int = TOP_GROUPS) -> pl.DataFrame:
 
 def validation_summary(table: pl.DataFrame) -> dict:
     """Model against oracle group rates: bias, within 10%, and interval coverage, for all groups
-    and for groups of at least VALIDATION_MIN_PEOPLE people (computed before SDC; shares only).
+    and for groups of at least VALIDATION_MIN_PEOPLE people (computed before SDC: only simulated
+    data has an oracle, so no number here is about a real person).
     A rate's error splits into its outcome's overall level and the group's place around it: each
     group's rate relative to its outcome's overall rate, against the oracle's same ratio, is the
     pattern between groups (who is at higher risk, the gradients), and `outcomes` holds the share of
