@@ -57,7 +57,8 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=10.0, help="Training time budget.")
     parser.add_argument("--config", default="small")
     parser.add_argument("--calendar-jitter", type=float, default=1000.0,
-                        help="Training's calendar noise (years): 1000, as for any model meant for group rates (README).")
+                        help="Training's calendar noise (years): 1000, as for any model meant for group "
+                        "rates (README).")
     parser.add_argument("--at", default="2014-01-01,2019-01-01", help="Landmarks, comma-separated.")
     parser.add_argument("--samples", type=int, default=2)
     parser.add_argument("--work", type=Path, default=Path("out/benchmark-population"))
