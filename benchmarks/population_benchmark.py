@@ -62,21 +62,22 @@ def main() -> None:
     parser.add_argument("--at", default="2014-01-01,2019-01-01", help="Landmarks, comma-separated.")
     parser.add_argument("--samples", type=int, default=2)
     parser.add_argument("--work", type=Path, default=Path("out/benchmark-population"))
-    parser.add_argument("--model", type=Path, help="A trained model to use instead of training one.")
+    parser.add_argument("--model", type=Path, nargs="+",
+                        help="A trained model to use instead of training one; several are read as one ensemble.")
     parser.add_argument("--seed", type=int, default=2)
     parser.add_argument("--backtest-people", type=int, default=PopulationConfig.backtest_people)
     parser.add_argument("--calendar-people", type=int, default=PopulationConfig.calendar_people)
     parser.add_argument("--backtest-futures-people", type=int, default=PopulationConfig.backtest_futures_people)
     parser.add_argument("--bf16", action="store_true", help="bfloat16 matrix products in the forecasts.")
     args = parser.parse_args()
-    dataset, model_dir = args.work / "population", args.model or args.work / "model"
+    dataset, model_dirs = args.work / "population", args.model or [args.work / "model"]
     simulated_once(dataset, args.patients, args.seed)
-    if not (model_dir / "model.pt").exists():
+    if not args.model and not (model_dirs[0] / "model.pt").exists():
         cfg = TrainConfig(preset=args.config, max_steps=100_000, minutes=args.minutes,
                           calendar_jitter=args.calendar_jitter)
-        train(dataset, model_dir, cfg, progress=False)
+        train(dataset, model_dirs[0], cfg, progress=False)
     logging.basicConfig(level=logging.INFO, format="%(message)s")  # each phase's time as it ends
-    views = [view_at(model_dir, dataset, PopulationConfig(at=at, samples=args.samples, bf16=args.bf16,
+    views = [view_at(model_dirs, dataset, PopulationConfig(at=at, samples=args.samples, bf16=args.bf16,
                                                           backtest_people=args.backtest_people,
                                                           calendar_people=args.calendar_people,
                                                           backtest_futures_people=args.backtest_futures_people),
@@ -88,11 +89,12 @@ def main() -> None:
                   f"{projected_seconds(seconds, people, cfg, aggregation):.0f} s (target < {TARGET_SECONDS} s)")
 
 
-def view_at(model_dir: Path, dataset: Path, cfg: PopulationConfig, out: Path) -> tuple[PopulationConfig, int, dict]:
+def view_at(model_dirs: list[Path], dataset: Path, cfg: PopulationConfig, out: Path
+            ) -> tuple[PopulationConfig, int, dict]:
     """One landmark's view, saved with its report; prints its time and its validation. Its
     config, the cohort's (rounded) size and the seconds of each phase."""
     with measured() as whole:
-        result = population_view(model_dir, dataset, cfg)
+        result = population_view(model_dirs, dataset, cfg)
     save(result, out)
     write_population_report(result, out)
     people = result["people"]  # rounded by disclosure control, to 5

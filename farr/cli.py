@@ -289,6 +289,9 @@ def audit_verify(db: str = SDE_DB, workspace: Path = SDE_WORKSPACE,
 def population_command(
     model: Path = typer.Argument(..., help="A directory written by farr train."),
     dataset: Path = typer.Argument(..., help="A farr dataset with outcome definitions."),
+    with_model: list[Path] = typer.Option([], "--with-model",
+                                          help="Another model of the same vocabulary and shape (repeatable): the "
+                                          "view reads MODEL and these as one ensemble, the mean of their rates."),
     by: str = typer.Option("region,imd,ethnicity,age_band,sex", "--by", help="Groupings, comma-separated."),
     horizon: str = typer.Option("1y,5y", "--horizon", help="Horizons, e.g. 1y,5y."),
     out: Path = typer.Option(..., "--out", help="Directory for the CSV tables and the report."),
@@ -322,7 +325,7 @@ def population_command(
                            samples=samples, risks=risks, sdc=sdc, calendar_people=calendar_people, backtest=backtest,
                            backtest_people=backtest_people, backtest_futures_people=backtest_futures_people,
                            bf16=bf16, seed=seed)
-    result = population_view(model, dataset, cfg, progress=sys.stderr.isatty())
+    result = population_view([model, *with_model], dataset, cfg, progress=sys.stderr.isatty())
     save(result, out)
     typer.echo(f"report: {write_population_report(result, out)}")
 

@@ -14,6 +14,7 @@ from farr.model.card import read_card
 from farr.model.data import (NO_EVENT_ID, PAD_ID, PREFIX, RECALL_SHARE, WIDTH_STEP, TrainingBatches, _targets,
                              _window_targets, born, landmark_histories, predictable, registration_marked, window,
                              with_earlier_queries)
+from farr.model.ensemble import TimelineEnsemble, load_ensemble
 from farr.model.gpt import IGNORE, MIN_YEARS, GPTConfig, TimeEncoding, TimelineGPT
 from farr.model.sampling import _Context, sample_events
 from farr.model.tokenizer import Tokenizer
@@ -30,8 +31,8 @@ def timelines(tokenizer, population):
     return tokenizer.transform(population)
 
 
-def _model(vocab=30, **kw):
-    torch.manual_seed(0)
+def _model(vocab=30, seed=0, **kw):
+    torch.manual_seed(seed)
     mask = torch.ones(vocab, dtype=torch.bool)
     mask[0] = False
     return TimelineGPT(GPTConfig(vocab_size=vocab, block_size=16, n_layer=2, n_head=2, n_embd=16, **kw), mask).eval()
@@ -381,10 +382,14 @@ def test_the_model_card_records_a_disclosure_controlled_training_population(trai
         read_card(tmp_path)
 
 
-def test_sampling_past_a_full_window_recalls_history_and_keeps_the_cache_exact():
+@pytest.mark.parametrize("members", [1, 2])
+def test_sampling_past_a_full_window_recalls_history_and_keeps_the_cache_exact(members):
+    """With two members, an ensemble's cache (every member's heads side by side) stays exact too."""
     torch.manual_seed(0)
     predictable = torch.arange(40) >= 10  # 0-9 stand for padding, specials and demographics
-    model = TimelineGPT(GPTConfig(vocab_size=40, block_size=24, n_layer=2, n_head=2, n_embd=16), predictable).eval()
+    models = [TimelineGPT(GPTConfig(vocab_size=40, block_size=24, n_layer=2, n_head=2, n_embd=16), predictable)
+              for _ in range(members)]
+    model = (models[0] if members == 1 else TimelineEnsemble(models)).eval()
     tokens = torch.zeros(2, 24, dtype=torch.long)
     tokens[:, :PREFIX + 1] = torch.tensor([3, 4, 5, 6, 7, 30])[:PREFIX + 1]
     ages = torch.zeros(2, 24)
@@ -401,6 +406,44 @@ def test_sampling_past_a_full_window_recalls_history_and_keeps_the_cache_exact()
     for tokens_of, ages_of in zip(context.tokens, context.ages):
         body = ages_of[PREFIX:][tokens_of[PREFIX:] > 0]
         assert (body.diff() >= 0).all()  # recalled codes, then recent ones, in time order
+
+
+def test_an_ensemble_reads_the_mean_of_its_members_rates():
+    members = [_model(seed=0), _model(seed=1)]
+    ensemble = TimelineEnsemble(members).eval()
+    tokens, ages, born = _timelines(4)
+    at = torch.tensor([3, 15, 0, 9])
+    with torch.no_grad():
+        for where in (None, at):
+            rates = torch.stack([m.log_rates(tokens, ages, born, at=where).exp() for m in members]).mean(0)
+            torch.testing.assert_close(ensemble.log_rates(tokens, ages, born, at=where).exp(), rates)
+    assert not torch.allclose(*(m.log_rates(tokens, ages, born) for m in members))  # the members differ
+
+
+def test_an_ensemble_of_one_model_twice_samples_as_the_model_alone():
+    model = _model()
+    tokens, ages, born = _timelines(3)
+    until = ages[:, 9] + 20
+    runs = [sample_events(m, tokens, ages, born, torch.full((3,), 9), until, stop=[], never=[0],
+                          generator=torch.Generator().manual_seed(1), max_events=30)
+            for m in (model, TimelineEnsemble([model, model]).eval())]
+    assert len(runs[0].row) > 0
+    np.testing.assert_array_equal(runs[0].token, runs[1].token)
+    np.testing.assert_allclose(runs[0].age, runs[1].age, rtol=1e-5)
+
+
+def test_an_ensemble_of_models_of_different_shapes_or_vocabularies_is_refused(trained, tmp_path):
+    with pytest.raises(ValueError, match="share their shape; these differ: vocab_size"):
+        TimelineEnsemble([_model(), _model(vocab=31)])
+    other = tmp_path / "other"
+    shutil.copytree(trained[0], other)
+    vocabulary = json.loads((other / "tokenizer.json").read_text())
+    vocabulary["vocabulary"][-1] = "SNOMED/0"
+    (other / "tokenizer.json").write_text(json.dumps(vocabulary))
+    with pytest.raises(ValueError, match="its tokenizer differs from .*'s; an ensemble's models must share one"):
+        load_ensemble([trained[0], other])
+    model, _ = load_ensemble([trained[0], trained[0]])
+    assert isinstance(model, TimelineEnsemble) and model.cfg.n_head == 2 * load_model(trained[0])[0].cfg.n_head
 
 
 def test_rates_integrated_along_sampled_paths_average_to_the_chance_of_a_first_event():

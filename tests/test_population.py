@@ -680,7 +680,21 @@ def test_the_command_writes_report_tables_and_planning(small, tmp_path):
     assert beside.height and (beside["followed"] > 7).all() and (beside["observed_scaled"] >= 0).all()
 
 
+def test_a_model_read_with_itself_as_an_ensemble_gives_its_own_view(small, tmp_path):
+    model, dataset = small
+    for out, extra in ((tmp_path / "one", []), (tmp_path / "twice", ["--with-model", str(model)])):
+        result = runner.invoke(app, ["population", str(model), str(dataset), "--by", "sex", "--horizon", "1y",
+                                     "--at", "2018-01-01", "--samples", "1", "--out", str(out), *extra])
+        assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "twice" / "population.json").read_text())["models"] == 2
+    assert "an ensemble of 2 models" in (tmp_path / "twice" / "report.html").read_text()
+    one, twice = (pl.read_csv(tmp_path / name / "group_rates.csv") for name in ("one", "twice"))
+    assert one["rate_per_100k"].drop_nulls().len() > 0
+    np.testing.assert_allclose(twice["rate_per_100k"].to_numpy(), one["rate_per_100k"].to_numpy(), rtol=1e-3)
+
+
 @pytest.mark.parametrize("args, message", [(["--by", "postcode"], "unknown grouping"),
+                                           (["--with-model", "no-such-model"], "no-such-model"),
                                            (["--horizon", "40y"], "training window"),
                                            (["--sdc", "lax"], "unknown SDC profile"),
                                            (["--risks", "rollout", "--samples", "0"], "--risks"),

@@ -28,7 +28,7 @@ from farr.forecast.landmark import (Landmark, landmark, landmark_ages, labels, o
 from farr.forecast.generate import first_occurrence_risk
 from farr.forecast.risk import analytic_risk, cohort_rates, inference_model, not_at_risk, rides_along, years_read
 from farr.model.card import data_window, read_card
-from farr.model.train import load_model
+from farr.model.ensemble import load_ensemble
 from farr.privacy.sdc import resolve_profile
 from farr.population.backtest import CELL, KEYS, corrected, drift, evidence, model_error, unrecorded
 from farr.population.calibration import band_factors, calendar_shifts, calibrated, halfway
@@ -82,10 +82,15 @@ def check_horizons(model_dir, horizons) -> float:
     return years
 
 
+def model_directories(model_dir) -> list[Path]:
+    """One model directory, or a list of them (an ensemble), as a list."""
+    return [Path(model_dir)] if isinstance(model_dir, (str, Path)) else [Path(d) for d in model_dir]
+
+
 def landmark_cohort(model_dir, dataset, at: str | None):
     """(model, timelines, outcomes, landmark, cohort): everyone registered and alive at `at`
-    (default: the dataset's last recorded date)."""
-    model, tokenizer = load_model(model_dir)
+    (default: the dataset's last recorded date); several models are read as their ensemble."""
+    model, tokenizer = load_ensemble(model_directories(model_dir))
     timelines = timelines_for(tokenizer, dataset)
     outcomes = outcomes_for(tokenizer, read_outcomes(dataset))
     if not outcomes:
@@ -127,7 +132,8 @@ def _phases(progress: bool, seconds: dict[str, float]):
 
 
 def population_view(model_dir, dataset, cfg: PopulationConfig | None = None, *, progress: bool = False) -> dict:
-    """All tables, disclosure-controlled, with the SDC findings and the validation summary."""
+    """All tables, disclosure-controlled, with the SDC findings and the validation summary, from
+    one model directory or a list of them (read as one ensemble: `farr.model.ensemble`)."""
     cfg = cfg or PopulationConfig()
     horizons = list(cfg.horizons)
     resolve_profile(cfg.sdc)  # a misspelt option fails before the work, not after
@@ -140,7 +146,7 @@ def population_view(model_dir, dataset, cfg: PopulationConfig | None = None, *, 
     if cfg.backtest_futures_people < 1:
         raise ValueError(f"--backtest-futures-people {cfg.backtest_futures_people}: a backtest's factors need at "
                          "least one person")
-    window_years = check_horizons(model_dir, horizons)
+    window_years = min(check_horizons(d, horizons) for d in model_directories(model_dir))
     seconds = {}
     with _phases(progress, seconds) as step:
         model, timelines, outcomes, at, mark = landmark_cohort(model_dir, dataset, cfg.at)
@@ -178,7 +184,7 @@ def population_view(model_dir, dataset, cfg: PopulationConfig | None = None, *, 
         step("disclosure control")
         rates, rate_sdc = release_rates(table, cfg.sdc)
     everyone = rates.filter(pl.col("grouping") == "all")["people"][0]  # released (rounded), never the raw count
-    result = {"config": asdict(cfg) | {"at": at}, "people": everyone,
+    result = {"config": asdict(cfg) | {"at": at}, "people": everyone, "models": len(model_directories(model_dir)),
               "training_window_years": round(window_years, 2), "outcomes": names,
               "group_rates": rates, "highest_risk": highest_risk(rates), "sdc": {"group_rates": rate_sdc},
               "seconds": seconds}
