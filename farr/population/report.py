@@ -131,7 +131,7 @@ def write_population_report(result: dict, out: str | Path) -> Path:
     report = Report("Population health view")
     people = "A suppressed number of" if result["people"] is None else f"{result['people']:,}"
     report.text(f"{people} people registered and alive at the landmark {cfg['at']}; horizons "
-                f"{', '.join(f'{h:g} years' for h in cfg['horizons'])}; {_model(result.get('models', 1))} trained on a "
+                f"{', '.join(f'{h:g} years' for h in cfg['horizons'])}; {_model(result['models'])} trained on a "
                 f"{result['training_window_years']:g}-year window. Rates are the model's expected cases per 100,000 "
                 "people at risk (people who already have a condition are not at risk of a new one), from its "
                 f"{_RISKS[cfg['risks']]}. {_CALENDAR.format(**cfg) if cfg['calendar_people'] else ''}"

@@ -146,10 +146,11 @@ def population_view(model_dir, dataset, cfg: PopulationConfig | None = None, *, 
     if cfg.backtest_futures_people < 1:
         raise ValueError(f"--backtest-futures-people {cfg.backtest_futures_people}: a backtest's factors need at "
                          "least one person")
-    window_years = min(check_horizons(d, horizons) for d in model_directories(model_dir))
+    model_dirs = model_directories(model_dir)
+    window_years = min(check_horizons(d, horizons) for d in model_dirs)
     seconds = {}
     with _phases(progress, seconds) as step:
-        model, timelines, outcomes, at, mark = landmark_cohort(model_dir, dataset, cfg.at)
+        model, timelines, outcomes, at, mark = landmark_cohort(model_dirs, dataset, cfg.at)
         model = inference_model(model, cfg.bf16)
         groups = landmark_groups(dataset, timelines, mark, cfg)
         past = backtest_cohorts(timelines, outcomes, at, cfg, rides_along(
@@ -184,7 +185,7 @@ def population_view(model_dir, dataset, cfg: PopulationConfig | None = None, *, 
         step("disclosure control")
         rates, rate_sdc = release_rates(table, cfg.sdc)
     everyone = rates.filter(pl.col("grouping") == "all")["people"][0]  # released (rounded), never the raw count
-    result = {"config": asdict(cfg) | {"at": at}, "people": everyone, "models": len(model_directories(model_dir)),
+    result = {"config": asdict(cfg) | {"at": at}, "people": everyone, "models": len(model_dirs),
               "training_window_years": round(window_years, 2), "outcomes": names,
               "group_rates": rates, "highest_risk": highest_risk(rates), "sdc": {"group_rates": rate_sdc},
               "seconds": seconds}
