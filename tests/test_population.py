@@ -20,12 +20,13 @@ from farr.population import oracle as oracle_module
 from farr.population import view as view_module
 from farr.population import calibration, planning
 from farr.population.calibration import band_factors, calendar_shifts, calibrated, halfway
-from farr.population.backtest import MIN_CASES, Z90, corrected, drift, evidence, model_error, unrecorded
+from farr.population.backtest import KEYS, MIN_CASES, Z90, corrected, drift, evidence, model_error, unrecorded
 from farr.population.groups import AGE_BANDS, GROUPINGS, age_band, parse_groupings
 from farr.population.inequality import ridits, slope_indices
 from farr.population.oracle import MIN_DRAWS, draws_for
 from farr.population.report import impossible_cells
 from farr.population.rates import bootstrap_totals
+from farr.population.strata import STRATUM, standardised, stratum_corrections, stratum_scaled
 from farr.population.view import (PHASES, PopulationConfig, _backtest_cohort, backtest_queries, backtest_sample,
                                   calendar_smoothed, check_horizons, landmark_cohort, population_view,
                                   validation_summary)
@@ -295,6 +296,72 @@ def test_corrections_scale_rates_and_widen_both_intervals():
     assert unseen["rate_per_100k"] == pytest.approx(300.0)  # a group the backtest lacked: its outcome's correction
     assert unseen["pi_upper_per_100k"] / 300 > everyone["pi_upper_per_100k"] / 200
 
+
+
+def _strata_error(rows: list[tuple[str, str, float, float]]) -> pl.DataFrame:
+    """A `model_error` of the strata: (grouping, group, log correction, error variance) for outcome x at 1 year."""
+    grouping, group, log_correction, variance = zip(*rows)
+    return pl.DataFrame({"grouping": grouping, "group": group, "outcome": "x", "horizon_years": 1.0,
+                         "log_correction": log_correction, "error_variance": variance})
+
+
+def test_a_group_is_corrected_by_its_strata_in_proportion_to_its_expected_cases():
+    # the model erred twice over in the old and not in the young; region A is three old people to one young
+    error = _strata_error([("all", "all", 0.3, 0.001), (STRATUM, "old", np.log(2.0), 0.01),
+                           (STRATUM, "young", 0.0, 0.04)])
+    strata = np.array(["old", "old", "old", "young", "young", "young", "young", "old"])
+    region = np.array(["A", "A", "A", "A", "B", "B", "B", "B"])
+    index, log_correction, variance = stratum_corrections(error, strata, ["x"], [1.0])
+    risk = np.full((8, 1, 1), 0.1, np.float32)
+    assert stratum_scaled(risk, index, log_correction)[:, 0, 0] == pytest.approx([0.2] * 3 + [0.1] * 4 + [0.2])
+    got = {g: (np.exp(c), v) for g, c, v in standardised({"region": region}, index, log_correction, variance, risk,
+                                                         ["x"], [1.0]).select("group", "log_standard",
+                                                                              "standard_variance").rows()}
+    assert got["A"][0] == pytest.approx(7 / 4) and got["B"][0] == pytest.approx(5 / 4)
+    assert got["A"][1] == pytest.approx((6 / 7) ** 2 * 0.01 + (1 / 7) ** 2 * 0.04)  # the shares of corrected cases
+    high = standardised({"g": np.array(["a"])}, np.array([0]), np.log([[[2.0]]]), np.zeros((1, 1, 1)),
+                        np.full((1, 1, 1), 0.8, np.float32), ["x"], [1.0])
+    assert np.exp(high["log_standard"].item()) == pytest.approx(1 / 0.8)  # a risk corrected past 1 is 1
+
+
+def test_a_stratum_the_backtest_lacked_takes_everyones_correction_and_an_outcome_it_never_measured_none():
+    error = _strata_error([("all", "all", 0.3, 0.001), (STRATUM, "old", 0.7, 0.01)])
+    index, log_correction, variance = stratum_corrections(error, np.array(["old", "new"]), ["x", "unmeasured"], [1.0])
+    by_person = log_correction[index]
+    assert by_person[:, 0, 0] == pytest.approx([0.7, 0.3]) and by_person[:, 1, 0] == pytest.approx([0.0, 0.0])
+    assert variance[index][:, 0, 0] == pytest.approx([0.01, 0.001]) and (variance[index][:, 1] == 0).all()
+
+
+@given(st.floats(-3, 3), st.floats(0, 1), st.lists(st.tuples(st.sampled_from("ab"), st.sampled_from("pq"),
+                                                              st.floats(0, 1)), min_size=1, max_size=20))
+def test_one_correction_in_every_stratum_corrects_every_group_by_it(log_correction, variance, people):
+    strata, groups, shares = (np.array(column) for column in zip(*people))
+    risks = shares * min(1.0, np.exp(-log_correction))  # none corrected past 1
+    error = _strata_error([("all", "all", log_correction, variance)]
+                          + [(STRATUM, s, log_correction, variance) for s in "ab"])
+    index, logs, variances = stratum_corrections(error, strata, ["x"], [1.0])
+    out = standardised({"g": groups}, index, logs, variances, risks.reshape(-1, 1, 1), ["x"], [1.0])
+    expecting = out.join(pl.DataFrame({"group": groups, "risk": risks}).group_by("group").agg(pl.col("risk").sum()),
+                         on="group").filter(pl.col("risk") > 0)
+    assert expecting["log_standard"].to_numpy() == pytest.approx(log_correction)
+    assert (expecting["standard_variance"].to_numpy() <= variance + 1e-12).all()
+    idle = out.join(expecting, on="group", how="anti")  # a group expecting no case has nothing to correct
+    assert (idle["log_standard"] == 0).all() and (idle["standard_variance"] == 0).all()
+
+
+def test_a_groups_strata_correction_comes_before_its_own_and_widens_its_interval():
+    table = pl.DataFrame({"grouping": "region", "group": "A", "outcome": "x", "horizon_years": 1.0,
+                          "expected_cases": 50.0, "rate_per_100k": 100.0, "ci_lower_per_100k": 90.0,
+                          "ci_upper_per_100k": 110.0, "pi_lower_per_100k": 80.0, "pi_upper_per_100k": 120.0})
+    error = pl.DataFrame({"grouping": "region", "group": "A", "outcome": "x", "horizon_years": 1.0,
+                          "log_correction": np.log(1.2), "error_variance": 0.01})
+    overall = pl.DataFrame({"outcome": "x", "horizon_years": 1.0, "mu": 0.0, "tau2": 0.01})
+    by_strata = table.select(*KEYS, log_standard=pl.lit(np.log(1.5)), standard_variance=pl.lit(0.03))
+    alone, both = corrected(table, error, overall).row(0, named=True), corrected(table, error, overall,
+                                                                                by_strata).row(0, named=True)
+    assert alone["rate_per_100k"] == pytest.approx(120.0) and both["rate_per_100k"] == pytest.approx(180.0)
+    half = np.sqrt(np.log(100 / 90) ** 2 + Z90 ** 2 * 0.04)
+    assert both["ci_lower_per_100k"] == pytest.approx(180 * np.exp(-half))
 
 @given(st.lists(st.tuples(st.integers(0, 5000), st.floats(0.5, 5000.0)), min_size=1, max_size=12))
 def test_backtest_corrections_are_finite_and_their_variances_positive(cells):

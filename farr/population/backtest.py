@@ -9,7 +9,9 @@ large); the spread of one grouping's groups' log(O/E) beyond its Poisson noise i
 error variance τ² for that grouping (a DerSimonian–Laird moment estimate). Each group's own
 log(O/E), shrunk towards the overall one by τ² / (τ² + 1/λ), corrects it further (empirical
 Bayes). The variance left, τ²·(1/λ) / (τ² + 1/λ), plus the overall ratio's own Poisson variance,
-widens its intervals.
+widens its intervals. The view measures each age-sex stratum's error so first and scales every
+person's risk by it (`strata.py`), so that a group's log(O/E) is then what it erred beyond its
+people's make-up.
 
 A model errs far more by age than by region, so each grouping has its own τ². One τ² over every
 grouping's groups, weighted by their cases, was set by the large groups that erred alike: on the
@@ -229,11 +231,14 @@ def _plus_drift(table: pl.DataFrame, variance: str, drift: pl.DataFrame) -> pl.D
             .with_columns((pl.col(variance) + pl.col("drift").fill_null(0.0)).alias(variance)).drop("drift"))
 
 
-def corrected(table: pl.DataFrame, error: pl.DataFrame, outcome_wide: pl.DataFrame) -> pl.DataFrame:
+def corrected(table: pl.DataFrame, error: pl.DataFrame, outcome_wide: pl.DataFrame,
+              by_strata: pl.DataFrame | None = None) -> pl.DataFrame:
     """`table`'s model rates and expected cases corrected, and their intervals widened, by the
     backtest's `error`; a group the backtest did not see gets its outcome's overall correction, and
     an outcome it could not measure none, with the typical error of those it did as its variance.
-    The uncorrected rate stays as `model_rate_per_100k`."""
+    With `by_strata` (`strata.standardised`), each group's correction by its age-sex strata comes
+    first, and `error` is what the groups erred beyond it. The uncorrected rate stays as
+    `model_rate_per_100k`."""
     fallback = outcome_wide.select(*CELL, pl.col("mu").alias("mu_all"), pl.col("tau2").alias("tau2_all"))
     typical = outcome_wide.group_by("horizon_years").agg((pl.col("mu") ** 2 + pl.col("tau2")).mean().alias("tau2_typical"))
     joined = (table.join(error, on=KEYS, how="left").join(fallback, on=CELL, how="left")
@@ -241,6 +246,11 @@ def corrected(table: pl.DataFrame, error: pl.DataFrame, outcome_wide: pl.DataFra
               .with_columns(pl.col("log_correction").fill_null(pl.col("mu_all")).fill_null(0.0),
                             pl.col("error_variance").fill_null(pl.col("tau2_all")).fill_null(pl.col("tau2_typical"))
                             .fill_null(0.0)))
+    if by_strata is not None:
+        joined = (joined.join(by_strata, on=KEYS, how="left")
+                  .with_columns(pl.col("log_correction") + pl.col("log_standard").fill_null(0.0),
+                                pl.col("error_variance") + pl.col("standard_variance").fill_null(0.0))
+                  .drop("log_standard", "standard_variance"))
     factor, spread = pl.col("log_correction").exp(), Z90 * pl.col("error_variance").sqrt()
 
     def widened(bound: str, side: float) -> pl.Expr:

@@ -39,6 +39,7 @@ from farr.population.oracle import PERSON_DRAWS, draws_for, oracle_group_rates
 from farr.population.planning import project, recorded, rollouts
 from farr.population.rates import (PER_100K, REPLICATES, GroupTotals, bootstrap_totals, cell_table, group_sums,
                                    ratio_interval)
+from farr.population.strata import STRATUM, standardised, strata_of, stratum_corrections, stratum_scaled
 
 log = logging.getLogger(__name__)
 VALIDATION_MIN_PEOPLE = 10_000  # groups this large are held to the 10% / coverage figures
@@ -172,7 +173,8 @@ def population_view(model_dir, dataset, cfg: PopulationConfig | None = None, *, 
         table = rates_table(sums, names, horizons, seed=cfg.seed).join(
             observed_table(groups, mark, outcomes, horizons, risk), how="left", on=KEYS)
         step("backtest corrections")
-        error = backtest(past, past_risks, past_factors, dataset, timelines, outcomes, cfg) if past else None
+        error = backtest(past, past_risks, past_factors, dataset, timelines, outcomes, cfg,
+                         (mark, groups, risk)) if past else None
         if error is not None:
             table = corrected(table, *error)
         step("oracle")
@@ -364,17 +366,44 @@ def backtest_cohorts(timelines, outcomes, at: str, cfg: PopulationConfig, rides:
 
 
 def backtest(past: list[Backtest], risks: list[np.ndarray], factors: list[dict | None], dataset, timelines,
-             outcomes, cfg: PopulationConfig):
-    """The model's error per group (`backtest_error`) from the `past` backtests' cohorts' `risks`
-    (in order, each scaled here by its `factors` from `backtest_factors`)."""
-    risks, factors, found = iter(risks), iter(factors), {}
-    for b in past:
-        tables = [observed_table(landmark_groups(dataset, timelines, c, cfg), c, outcomes, list(b.horizons),
-                                 _scaled(next(risks), c, next(factors)), weight)
-                  for c, weight in zip(b.cohorts, b.weights)]
-        _note_unrecorded(tables[0], cfg)
-        found[b.years] = (tables[0], drift(*tables), tables[1]) if len(tables) == 2 else (tables[0],)
-    return backtest_error(found)
+             outcomes, cfg: PopulationConfig, view: tuple[Landmark, dict[str, np.ndarray], np.ndarray]):
+    """(error, outcome-wide error, each group's correction by its strata): the model's error per
+    age-sex stratum, then per group once every person's risk carries their stratum's correction
+    (`strata.py`; each `backtest_error`), from the `past` backtests' cohorts' `risks` (in order,
+    each scaled here by its `factors` from `backtest_factors`); the strata's corrections of the
+    groups of the `view`'s landmark cohort (its people, groups and risks)."""
+    names, risks, factors = [o.name for o in outcomes], iter(risks), iter(factors)
+    read = [(b, [(c, weight, _scaled(next(risks), c, next(factors)), _strata(dataset, timelines, c))
+                 for c, weight in zip(b.cohorts, b.weights)]) for b in past]
+    by_stratum, _ = backtest_error({b.years: _backtest_tables(
+        [(c, weight, {"all": np.full(len(s), "all"), STRATUM: s}, risk) for c, weight, risk, s in cohorts],
+        outcomes, b.horizons) for b, cohorts in read})
+
+    def stratum_corrected(strata, risk, horizons):
+        return stratum_scaled(risk, *stratum_corrections(by_stratum, strata, names, list(horizons))[:2])
+
+    found = {}
+    for b, cohorts in read:
+        found[b.years] = _backtest_tables([(c, weight, landmark_groups(dataset, timelines, c, cfg),
+                                            stratum_corrected(s, risk, b.horizons))
+                                           for c, weight, risk, s in cohorts], outcomes, b.horizons)
+        _note_unrecorded(found[b.years][0], cfg)
+    mark, groups, risk = view
+    by_group = standardised(groups, *stratum_corrections(by_stratum, _strata(dataset, timelines, mark), names,
+                                                         list(cfg.horizons)), risk, names, list(cfg.horizons))
+    return *backtest_error(found), by_group
+
+
+def _strata(dataset, timelines, mark: Landmark) -> np.ndarray:
+    return strata_of(dataset, timelines.subject_id[mark.people], mark.age)
+
+
+def _backtest_tables(cohorts: list[tuple[Landmark, np.ndarray, dict[str, np.ndarray], np.ndarray]], outcomes,
+                     horizons) -> tuple[pl.DataFrame, ...]:
+    """A backtest's (table, drift, older table), or its table alone, from each of its cohorts'
+    (people, weights, groups, risks)."""
+    tables = [observed_table(groups, c, outcomes, list(horizons), risk, weight) for c, weight, groups, risk in cohorts]
+    return (tables[0], drift(*tables), tables[1]) if len(tables) == 2 else (tables[0],)
 
 
 def backtest_error(found: dict[float, tuple[pl.DataFrame, ...]]):
