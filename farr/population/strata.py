@@ -12,8 +12,9 @@ expected cases in each (`standardised`), times its own; its variance adds its st
 variances weighted by the squares of those shares (the strata's corrections rest on separate
 people). On the 1M-patient benchmark (the README's `--seed 0` model) this raised the large groups
 within 10% of the oracle from 89.0% to 91.3% at 2014-01-01 and from 80.5% to 82.2% at 2019-01-01;
-ethnic groups' from 81% to 88% and from 68% to 74%. Raking every grouping so in turn (backfitting) gained nothing more,
-and its intervals, each grouping's error left to the next, covered the oracle in 87% of groups.
+ethnic groups' from 81% to 88% and from 68% to 74%. Raking every grouping so in turn (backfitting)
+gained nothing more, and its intervals, each grouping's error left to the next, covered the oracle
+in 87% of groups.
 A stratum with none recorded of many expected is corrected to about half a case (`backtest.py`),
 so a group of several such strata keeps a case or so (there, at most 3 per 100,000).
 """
@@ -24,16 +25,17 @@ import numpy as np
 import polars as pl
 
 from farr.population.backtest import CELL, KEYS
-from farr.population.groups import group_index, group_labels
+from farr.population.groups import group_index
 from farr.population.rates import cell_table, group_sums
 
 STRATUM = "age_sex"  # the grouping name of the strata in a backtest's tables
+STRATIFIED_BY = ("age_band", "sex")  # the groupings (`groups.py`) whose labels make a stratum
 
 
-def strata_of(dataset, subject_id: np.ndarray, age: np.ndarray) -> np.ndarray:
-    """Each person's age-sex stratum, "65-74|F"."""
-    labels = group_labels(dataset, subject_id, age, ["age_band", "sex"])
-    return np.char.add(np.char.add(labels["age_band"], "|"), labels["sex"])
+def strata_of(labels: dict[str, np.ndarray]) -> np.ndarray:
+    """Each person's age-sex stratum, "65-74|F", from their labels of (at least) `STRATIFIED_BY`."""
+    age, sex = (labels[g] for g in STRATIFIED_BY)
+    return np.char.add(np.char.add(age, "|"), sex)
 
 
 def stratum_corrections(error: pl.DataFrame, strata: np.ndarray, outcomes: list[str], horizons: list[float]

@@ -39,7 +39,8 @@ from farr.population.oracle import PERSON_DRAWS, draws_for, oracle_group_rates
 from farr.population.planning import project, recorded, rollouts
 from farr.population.rates import (PER_100K, REPLICATES, GroupTotals, bootstrap_totals, cell_table, group_sums,
                                    ratio_interval)
-from farr.population.strata import STRATUM, standardised, strata_of, stratum_corrections, stratum_scaled
+from farr.population.strata import (STRATIFIED_BY, STRATUM, standardised, strata_of, stratum_corrections,
+                                    stratum_scaled)
 
 log = logging.getLogger(__name__)
 VALIDATION_MIN_PEOPLE = 10_000  # groups this large are held to the 10% / coverage figures
@@ -153,7 +154,7 @@ def population_view(model_dir, dataset, cfg: PopulationConfig | None = None, *, 
     with _phases(progress, seconds) as step:
         model, timelines, outcomes, at, mark = landmark_cohort(model_dirs, dataset, cfg.at)
         model = inference_model(model, cfg.bf16)
-        groups = landmark_groups(dataset, timelines, mark, cfg)
+        groups, strata = landmark_groups(dataset, timelines, mark, cfg)
         past = backtest_cohorts(timelines, outcomes, at, cfg, rides_along(
             timelines, mark, model.cfg.block_size, backtest_queries(cfg.horizons))) if cfg.backtest else []
         step("per-person risks")
@@ -174,7 +175,7 @@ def population_view(model_dir, dataset, cfg: PopulationConfig | None = None, *, 
             observed_table(groups, mark, outcomes, horizons, risk), how="left", on=KEYS)
         step("backtest corrections")
         error = backtest(past, past_risks, past_factors, dataset, timelines, outcomes, cfg,
-                         (mark, groups, risk)) if past else None
+                         (groups, strata, risk)) if past else None
         if error is not None:
             table = corrected(table, *error)
         step("oracle")
@@ -212,9 +213,12 @@ def _oracle_draws(people: int, cfg: PopulationConfig) -> int:
     return draws
 
 
-def landmark_groups(dataset, timelines, mark, cfg: PopulationConfig) -> dict[str, np.ndarray]:
-    return {"all": np.full(len(mark.people), "all")} | group_labels(
-        dataset, timelines.subject_id[mark.people], mark.age, list(cfg.groupings))
+def landmark_groups(dataset, timelines, mark, cfg: PopulationConfig) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """(groups, strata): each landmark person's group in "all" and every grouping, and their age-sex
+    stratum (`strata.py`), from one read of the subjects."""
+    labels = group_labels(dataset, timelines.subject_id[mark.people], mark.age,
+                          list(dict.fromkeys([*cfg.groupings, *STRATIFIED_BY])))
+    return {"all": np.full(len(mark.people), "all")} | {g: labels[g] for g in cfg.groupings}, strata_of(labels)
 
 
 def landmark_risks(model, timelines, cohorts: list[tuple[Landmark, tuple[float, ...]]], outcomes,
@@ -366,17 +370,17 @@ def backtest_cohorts(timelines, outcomes, at: str, cfg: PopulationConfig, rides:
 
 
 def backtest(past: list[Backtest], risks: list[np.ndarray], factors: list[dict | None], dataset, timelines,
-             outcomes, cfg: PopulationConfig, view: tuple[Landmark, dict[str, np.ndarray], np.ndarray]):
+             outcomes, cfg: PopulationConfig, view: tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]):
     """(error, outcome-wide error, each group's correction by its strata): the model's error per
     age-sex stratum, then per group once every person's risk carries their stratum's correction
     (`strata.py`; each `backtest_error`), from the `past` backtests' cohorts' `risks` (in order,
     each scaled here by its `factors` from `backtest_factors`); the strata's corrections of the
-    groups of the `view`'s landmark cohort (its people, groups and risks)."""
+    groups of the `view`'s landmark cohort (its groups, strata and risks)."""
     names, risks, factors = [o.name for o in outcomes], iter(risks), iter(factors)
-    read = [(b, [(c, weight, _scaled(next(risks), c, next(factors)), _strata(dataset, timelines, c))
+    read = [(b, [(c, weight, _scaled(next(risks), c, next(factors)), *landmark_groups(dataset, timelines, c, cfg))
                  for c, weight in zip(b.cohorts, b.weights)]) for b in past]
     by_stratum, _ = backtest_error({b.years: _backtest_tables(
-        [(c, weight, {"all": np.full(len(s), "all"), STRATUM: s}, risk) for c, weight, risk, s in cohorts],
+        [(c, weight, {"all": groups["all"], STRATUM: s}, risk) for c, weight, risk, groups, s in cohorts],
         outcomes, b.horizons) for b, cohorts in read})
 
     def stratum_corrected(strata, risk, horizons):
@@ -384,18 +388,13 @@ def backtest(past: list[Backtest], risks: list[np.ndarray], factors: list[dict |
 
     found = {}
     for b, cohorts in read:
-        found[b.years] = _backtest_tables([(c, weight, landmark_groups(dataset, timelines, c, cfg),
-                                            stratum_corrected(s, risk, b.horizons))
-                                           for c, weight, risk, s in cohorts], outcomes, b.horizons)
+        found[b.years] = _backtest_tables([(c, weight, groups, stratum_corrected(s, risk, b.horizons))
+                                           for c, weight, risk, groups, s in cohorts], outcomes, b.horizons)
         _note_unrecorded(found[b.years][0], cfg)
-    mark, groups, risk = view
-    by_group = standardised(groups, *stratum_corrections(by_stratum, _strata(dataset, timelines, mark), names,
-                                                         list(cfg.horizons)), risk, names, list(cfg.horizons))
+    groups, strata, risk = view
+    by_group = standardised(groups, *stratum_corrections(by_stratum, strata, names, list(cfg.horizons)), risk, names,
+                            list(cfg.horizons))
     return *backtest_error(found), by_group
-
-
-def _strata(dataset, timelines, mark: Landmark) -> np.ndarray:
-    return strata_of(dataset, timelines.subject_id[mark.people], mark.age)
 
 
 def _backtest_tables(cohorts: list[tuple[Landmark, np.ndarray, dict[str, np.ndarray], np.ndarray]], outcomes,
