@@ -10,7 +10,7 @@ projected group rates within 10% of the oracle's for groups of >= 10,000 people,
 intervals covering the oracle's rate in >= 85% of groups.
 
 The model it trains for itself has its calendar encoding made noise (`--calendar-jitter 1000`), as
-the README advises for a model meant for group rates.
+docs/population.md advises for a model meant for group rates.
 
 The view runs at two landmarks. The 5-year window after 2019-01-01 holds the simulated pandemic
 (from March 2020), a change no backtest before it saw; 2014-01-01's window is like its backtests'.
@@ -58,7 +58,7 @@ def main() -> None:
     parser.add_argument("--config", default="small")
     parser.add_argument("--calendar-jitter", type=float, default=1000.0,
                         help="Training's calendar noise (years): 1000, as for any model meant for group "
-                        "rates (README).")
+                        "rates (docs/population.md).")
     parser.add_argument("--at", default="2014-01-01,2019-01-01", help="Landmarks, comma-separated.")
     parser.add_argument("--samples", type=int, default=2)
     parser.add_argument("--work", type=Path, default=Path("out/benchmark-population"))

@@ -3,7 +3,7 @@
 Models trained apart (another seed, another sample) err apart; a group's rate is a sum over many
 people, so what one model gets wrong for a group another need not: the mean of their rates errs less
 than either (on the population benchmark, before the backtests' corrections; after them, about as
-little as the better member or a little less: README). Averaging rates, not log-rates, keeps the
+little as the better member or a little less: docs/population.md). Averaging rates, not log-rates, keeps the
 ensemble a competing-risks model of the same kind: each event's rate is a mean of members' rates,
 the total rate the mean of their totals, so analytic risks and sampled futures read it as they read
 one model.

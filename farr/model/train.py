@@ -48,7 +48,7 @@ class TrainConfig:
     # Years each training window's calendar time may move (`TrainingBatches`). 1000 makes the calendar
     # encoding noise (the date still shows through each history: birth-cohort band and age, how far
     # back it reaches): the model's error then holds more still between windows, and on the simulator the
-    # population view's backtests corrected it better (three models each way; README). Off by
+    # population view's backtests corrected it better (three models each way; docs/population.md). Off by
     # default: synthetic records and planning futures need period effects at their dates.
     calendar_jitter: float = 0.0
 

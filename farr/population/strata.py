@@ -10,11 +10,12 @@ standardisation scales a reference rate), and only the error each group has left
 make-up is measured and shrunk as before. A group's correction is its strata's, weighted by its
 expected cases in each (`standardised`), times its own; its variance adds its strata's error
 variances weighted by the squares of those shares (the strata's corrections rest on separate
-people). On the 1M-patient benchmark (the README's `--seed 0` model) this raised the large groups
+people). On the 1M-patient benchmark (docs/population.md's `--seed 0` model) this raised the large groups
 within 10% of the oracle from 89.0% to 91.3% at 2014-01-01 and from 80.5% to 82.2% at 2019-01-01;
 ethnic groups' from 81% to 88% and from 68% to 74%. Raking every grouping so in turn (backfitting)
 gained nothing more, and its intervals, each grouping's error left to the next, covered the oracle
-in 87% of groups.
+in 87% of groups; finer strata (5- or 10-year age bands by sex) did worse, each with fewer cases
+(docs/population.md lists what else was tried).
 A stratum with none recorded of many expected is corrected to about half a case (`backtest.py`),
 so a group of several such strata keeps a case or so (there, at most 3 per 100,000).
 """
