@@ -297,7 +297,6 @@ def test_corrections_scale_rates_and_widen_both_intervals():
     assert unseen["pi_upper_per_100k"] / 300 > everyone["pi_upper_per_100k"] / 200
 
 
-
 def _strata_error(rows: list[tuple[str, str, float, float]]) -> pl.DataFrame:
     """A `model_error` of the strata: (grouping, group, log correction, error variance) for outcome x at 1 year."""
     grouping, group, log_correction, variance = zip(*rows)
@@ -362,6 +361,7 @@ def test_a_groups_strata_correction_comes_before_its_own_and_widens_its_interval
     assert alone["rate_per_100k"] == pytest.approx(120.0) and both["rate_per_100k"] == pytest.approx(180.0)
     half = np.sqrt(np.log(100 / 90) ** 2 + Z90 ** 2 * 0.04)
     assert both["ci_lower_per_100k"] == pytest.approx(180 * np.exp(-half))
+
 
 @given(st.lists(st.tuples(st.integers(0, 5000), st.floats(0.5, 5000.0)), min_size=1, max_size=12))
 def test_backtest_corrections_are_finite_and_their_variances_positive(cells):

@@ -66,8 +66,8 @@ def standardised(groups: dict[str, np.ndarray], index: np.ndarray, log_correctio
     """Per grouping, group, outcome and horizon: `log_standard`, the log of its strata's correction
     of its expected cases (Σ min(risk × correction, 1) / Σ risk), and `standard_variance`, the strata's
     error variances weighted by the squared shares of the corrected cases each holds."""
-    strata, flat = log_correction.shape[0], risk.reshape(len(risk), -1).astype(np.float64)
-    corrected = np.minimum(flat * np.exp(log_correction).reshape(strata, -1)[index], 1.0)  # as `stratum_scaled`
+    strata, risk = log_correction.shape[0], risk.astype(np.float64)
+    flat, corrected = (r.reshape(len(risk), -1) for r in (risk, stratum_scaled(risk, index, log_correction)))
     parts = []
     for grouping, labels in groups.items():
         names, group = group_index(labels)
