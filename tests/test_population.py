@@ -335,7 +335,7 @@ def test_a_stratum_the_backtest_lacked_takes_everyones_correction_and_an_outcome
                                                               st.floats(0, 1)), min_size=1, max_size=20))
 def test_one_correction_in_every_stratum_corrects_every_group_by_it(log_correction, variance, people):
     strata, groups, shares = (np.array(column) for column in zip(*people))
-    risks = shares * min(1.0, np.exp(-log_correction))  # none corrected past 1
+    risks = (shares * min(1.0, np.exp(-log_correction))).astype(np.float32)  # none corrected past 1; the view's dtype
     error = _strata_error([("all", "all", log_correction, variance)]
                           + [(STRATUM, s, log_correction, variance) for s in "ab"])
     index, logs, variances = stratum_corrections(error, strata, ["x"], [1.0])
